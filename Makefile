@@ -1,0 +1,36 @@
+# Everything a fresh machine with only Python 3.11+ needs: `make run`, `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+UV_VERSION := 0.13.9
+
+.PHONY: install run test bench lint format typecheck clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+install: $(UV)
+	$(UV) sync --all-packages --locked --python $(PYTHON)
+
+run: install
+	LOYALTY_ENV=dev $(UV) run --no-sync loyalty-stack
+
+test: install
+	$(UV) run --no-sync pytest
+
+bench: install
+	$(UV) run --no-sync python bench/run.py
+
+lint: install
+	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync ruff format --check .
+	$(UV) run --no-sync mypy
+
+format: install
+	$(UV) run --no-sync ruff format .
+	$(UV) run --no-sync ruff check --fix .
+
+clean:
+	rm -rf .venv $(TOOLS) .data

@@ -1,0 +1,1 @@
+"""Shared code for the loyalty services. Never runs by itself."""

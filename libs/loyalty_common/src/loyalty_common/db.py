@@ -1,0 +1,49 @@
+"""Database connections: one DSN form for asyncpg (services) and psycopg (migrations)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+
+
+def _encode_json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            type_name, encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Release a connection without asyncpg's reset query.
+
+    The services set no session state (no SET, LISTEN or session advisory locks), so
+    the default reset would cost a round trip on every release for nothing.
+    """
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_keep_session
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    connection = await asyncpg.connect(dsn)
+    await _init_connection(connection)
+    return connection
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    """The psycopg form of a ``postgresql://`` DSN, for alembic."""
+    scheme, rest = dsn.split("://", 1)
+    if scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"not a PostgreSQL URL: {scheme}://")
+    return f"postgresql+psycopg://{rest}"

@@ -1,0 +1,134 @@
+"""Events and account state to and from their stored JSON forms."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from ledger.domain.account import Lot, MemberAccount, Transaction
+from ledger.domain.events import EVENT_TYPES, Allocation, Event
+
+
+@cache
+def _adapter(event_type: str) -> TypeAdapter[Any]:
+    return TypeAdapter(EVENT_TYPES[event_type])
+
+
+def encode_event(event: Event) -> tuple[str, dict[str, Any]]:
+    name = type(event).__name__
+    return name, _adapter(name).dump_python(event, mode="json")
+
+
+def decode_event(event_type: str, data: dict[str, Any]) -> Event:
+    event: Event = _adapter(event_type).validate_python(data)
+    return event
+
+
+def _dt(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
+def profile_of(account: MemberAccount) -> dict[str, Any]:
+    return {
+        "email": account.email,
+        "phone": account.phone,
+        "birthday": account.birthday.isoformat() if account.birthday else None,
+        "locale": account.locale,
+        "time_zone": account.time_zone,
+        "consents": account.consents,
+        "referred_by": account.referred_by,
+    }
+
+
+def lot_from_row(row: dict[str, Any]) -> Lot:
+    return Lot(
+        lot_id=str(row["lot_id"]),
+        earned_at=_dt(row["earned_at"]),  # type: ignore[arg-type]
+        expires_at=_dt(row["expires_at"]),  # type: ignore[arg-type]
+        available_at=_dt(row["available_at"]),
+        original=int(row["original"]),
+        remaining=int(row["remaining"]),
+        pending=bool(row["pending"]),
+    )
+
+
+def lot_to_row(lot: Lot) -> dict[str, Any]:
+    return {
+        "lot_id": lot.lot_id,
+        "earned_at": lot.earned_at.isoformat(),
+        "expires_at": lot.expires_at.isoformat(),
+        "available_at": lot.available_at.isoformat() if lot.available_at else None,
+        "original": lot.original,
+        "remaining": lot.remaining,
+        "pending": lot.pending,
+    }
+
+
+def transaction_from_row(row: dict[str, Any]) -> Transaction:
+    return Transaction(
+        transaction_id=str(row["transaction_id"]),
+        kind=row["kind"],
+        points=int(row["points"]),
+        occurred_at=_dt(row["occurred_at"]),  # type: ignore[arg-type]
+        qualifying_points=int(row["qualifying_points"]),
+        qualifying_month=row["qualifying_month"],
+        lot_id=str(row["lot_id"]) if row["lot_id"] else None,
+        allocations=tuple(Allocation(a["lot_id"], a["points"]) for a in row["allocations"]),
+        amount=Decimal(str(row["amount"])) if row["amount"] is not None else None,
+        currency=row["currency"],
+        order_id=row["order_id"],
+        reversed_points=int(row["reversed_points"]),
+        reversed_qualifying=int(row["reversed_qualifying"]),
+        reversed_amount=Decimal(str(row["reversed_amount"])),
+        returned=dict(row["returned"]),
+    )
+
+
+def transaction_to_row(tx: Transaction) -> dict[str, Any]:
+    return {
+        "transaction_id": tx.transaction_id,
+        "kind": tx.kind,
+        "points": tx.points,
+        "occurred_at": tx.occurred_at.isoformat(),
+        "qualifying_points": tx.qualifying_points,
+        "qualifying_month": tx.qualifying_month,
+        "lot_id": tx.lot_id,
+        "allocations": [{"lot_id": a.lot_id, "points": a.points} for a in tx.allocations],
+        "amount": str(tx.amount) if tx.amount is not None else None,
+        "currency": tx.currency,
+        "order_id": tx.order_id,
+        "reversed_points": tx.reversed_points,
+        "reversed_qualifying": tx.reversed_qualifying,
+        "reversed_amount": str(tx.reversed_amount),
+        "returned": tx.returned,
+    }
+
+
+def account_from_row(row: Any) -> MemberAccount:
+    profile = row["profile"]
+    birthday = profile.get("birthday")
+    return MemberAccount(
+        member_id=str(row["member_id"]),
+        external_id=row["external_id"],
+        enrolled_at=row["enrolled_at"],
+        email=profile.get("email"),
+        phone=profile.get("phone"),
+        birthday=date.fromisoformat(birthday) if birthday else None,
+        locale=profile.get("locale"),
+        time_zone=profile.get("time_zone"),
+        consents=profile.get("consents") or {},
+        referred_by=profile.get("referred_by"),
+        version=row["version"],
+        available=row["available"],
+        pending=row["pending"],
+        debt=row["debt"],
+        lifetime_earned=row["lifetime_earned"],
+        qualifying=dict(row["qualifying"]),
+        periods_closed_until=row["periods_closed_until"],
+    )

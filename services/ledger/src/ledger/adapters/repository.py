@@ -1,0 +1,283 @@
+"""PostgreSQL persistence of member accounts: one round trip to load, one to save.
+
+``save`` appends the new events and writes every projection row they change in a
+single statement, guarded by the member's stream version: if another writer got
+there first, nothing is written and the caller retries on fresh state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from ledger.adapters.codec import (
+    account_from_row,
+    decode_event,
+    encode_event,
+    lot_from_row,
+    lot_to_row,
+    profile_of,
+    transaction_from_row,
+    transaction_to_row,
+)
+from ledger.domain.account import MemberAccount
+from ledger.domain.events import CardLinked, CardUnlinked, Event, occurred_at
+
+LOAD_SQL = """
+WITH target AS (
+    SELECT coalesce(
+        $2::uuid,
+        (SELECT member_id FROM cards WHERE program_id = $1 AND card_token = $3),
+        (SELECT member_id FROM transactions WHERE transaction_id = $4 AND program_id = $1)
+    ) AS member_id
+)
+SELECT
+    p.config_version,
+    p.config,
+    (SELECT json_build_object('hash', encode(i.request_hash, 'hex'),
+                              'status', i.status_code, 'response', i.response)
+       FROM idempotency_keys i WHERE i.program_id = $1 AND i.key = $5) AS idempotency,
+    m.member_id, m.external_id, m.version, m.enrolled_at, m.profile, m.available, m.pending,
+    m.debt, m.lifetime_earned, m.qualifying, m.periods_closed_until,
+    CASE WHEN $6 AND m.member_id IS NOT NULL THEN (
+        SELECT coalesce(json_agg(l), '[]') FROM lots l
+         WHERE l.member_id = m.member_id
+           AND ((l.remaining > 0 OR l.pending)
+                AND ($7::timestamptz IS NULL OR l.pending OR l.expires_at <= $7)
+                OR l.lot_id IN (
+                    SELECT t.lot_id FROM transactions t WHERE t.transaction_id = $4
+                    UNION ALL
+                    SELECT (a ->> 'lot_id')::uuid FROM transactions t,
+                           jsonb_array_elements(t.allocations) a
+                     WHERE t.transaction_id = $4))
+    ) END AS lots,
+    (SELECT row_to_json(t) FROM transactions t
+      WHERE t.transaction_id = $4 AND t.member_id = m.member_id) AS tx,
+    ($8::text IS NOT NULL AND EXISTS (
+        SELECT 1 FROM transactions t
+         WHERE t.member_id = m.member_id AND t.order_id = $8 AND t.kind = 'earn')) AS order_seen,
+    CASE WHEN $9 THEN (SELECT coalesce(array_agg(c.card_token), '{}') FROM cards c
+                        WHERE c.member_id = m.member_id) END AS cards,
+    (SELECT c.member_id FROM cards c WHERE c.program_id = $1 AND c.card_token = $10)
+        AS card_owner,
+    (SELECT e.member_id FROM members e WHERE e.program_id = $1 AND e.external_id = $11)
+        AS external_owner
+FROM programs p
+CROSS JOIN target
+LEFT JOIN members m ON m.member_id = target.member_id AND m.program_id = p.program_id
+WHERE p.program_id = $1
+"""
+
+LOCK_SQL = "SELECT 1 FROM members WHERE member_id = $1 FOR UPDATE"
+
+SAVE_SQL = """
+WITH m AS (
+    INSERT INTO members AS cur (member_id, program_id, external_id, version, enrolled_at,
+                                profile, available, pending, debt, lifetime_earned,
+                                qualifying, periods_closed_until, next_period_end)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+    ON CONFLICT (member_id) DO UPDATE SET
+        version = EXCLUDED.version, profile = EXCLUDED.profile,
+        available = EXCLUDED.available, pending = EXCLUDED.pending, debt = EXCLUDED.debt,
+        lifetime_earned = EXCLUDED.lifetime_earned, qualifying = EXCLUDED.qualifying,
+        periods_closed_until = EXCLUDED.periods_closed_until,
+        next_period_end = EXCLUDED.next_period_end
+    WHERE cur.version = $14
+    RETURNING member_id
+), e AS (
+    INSERT INTO events (event_id, program_id, stream_id, version, type, data, occurred_at,
+                        recorded_at, actor, reason, correlation_id, causation_id)
+    SELECT x.event_id, $2, m.member_id::text, x.version, x.type, x.data, x.occurred_at,
+           $16, $17, $18, $19, $20
+      FROM m, jsonb_to_recordset($15::jsonb)
+           AS x(event_id uuid, version int, type text, data jsonb, occurred_at timestamptz)
+    RETURNING position
+), l AS (
+    INSERT INTO lots (lot_id, member_id, earned_at, expires_at, available_at, original,
+                      remaining, pending)
+    SELECT x.lot_id, m.member_id, x.earned_at, x.expires_at, x.available_at, x.original,
+           x.remaining, x.pending
+      FROM m, jsonb_to_recordset($21::jsonb)
+           AS x(lot_id uuid, earned_at timestamptz, expires_at timestamptz,
+                available_at timestamptz, original bigint, remaining bigint, pending boolean)
+    ON CONFLICT (lot_id) DO UPDATE SET remaining = EXCLUDED.remaining,
+                                       pending = EXCLUDED.pending
+), t AS (
+    INSERT INTO transactions (transaction_id, program_id, member_id, kind, points,
+                              occurred_at, qualifying_points, qualifying_month, lot_id,
+                              allocations, amount, currency, order_id, reversed_points,
+                              reversed_qualifying, reversed_amount, returned)
+    SELECT x.transaction_id, $2, m.member_id, x.kind, x.points, x.occurred_at,
+           x.qualifying_points, x.qualifying_month, x.lot_id, x.allocations, x.amount,
+           x.currency, x.order_id, x.reversed_points, x.reversed_qualifying,
+           x.reversed_amount, x.returned
+      FROM m, jsonb_to_recordset($22::jsonb)
+           AS x(transaction_id uuid, kind text, points bigint, occurred_at timestamptz,
+                qualifying_points bigint, qualifying_month text, lot_id uuid,
+                allocations jsonb, amount numeric, currency text, order_id text,
+                reversed_points bigint, reversed_qualifying bigint, reversed_amount numeric,
+                returned jsonb)
+    ON CONFLICT (transaction_id) DO UPDATE SET
+        reversed_points = EXCLUDED.reversed_points,
+        reversed_qualifying = EXCLUDED.reversed_qualifying,
+        reversed_amount = EXCLUDED.reversed_amount, returned = EXCLUDED.returned
+), linked AS (
+    INSERT INTO cards (program_id, card_token, member_id)
+    SELECT $2, token, m.member_id FROM m, unnest($23::text[]) AS token
+), unlinked AS (
+    DELETE FROM cards c USING m
+     WHERE c.program_id = $2 AND c.member_id = m.member_id AND c.card_token = ANY($24::text[])
+), idem AS (
+    INSERT INTO idempotency_keys (program_id, key, request_hash, status_code, response)
+    SELECT $2, $25, $26, $27, $28 FROM m WHERE $25::text IS NOT NULL
+)
+SELECT count(*) FROM m
+"""
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    key: str
+    request_hash: bytes
+    status: int
+    response: Any
+
+
+@dataclass(frozen=True)
+class EventMeta:
+    actor: str
+    correlation_id: str
+    recorded_at: datetime
+    reason: str | None = None
+    causation_id: str | None = None
+
+
+@dataclass
+class Loaded:
+    config_version: int
+    config: dict[str, Any]
+    idempotency: dict[str, Any] | None
+    account: MemberAccount | None
+    order_seen: bool = False
+    card_owner: str | None = None
+    external_owner: str | None = None
+    cards: list[str] = field(default_factory=list)
+
+
+async def load_member(
+    conn: asyncpg.Connection,
+    program_id: UUID,
+    *,
+    member_id: UUID | None = None,
+    card_token: str | None = None,
+    transaction_id: UUID | None = None,
+    idempotency_key: str | None = None,
+    load_lots: bool = False,
+    lots_until: datetime | None = None,
+    order_id: str | None = None,
+    load_cards: bool = False,
+    link_card_token: str | None = None,
+    external_id: str | None = None,
+    for_update: bool = False,
+) -> Loaded | None:
+    """Everything a member command needs, in one round trip. None: no such program."""
+    if for_update and member_id is not None:
+        await conn.execute(LOCK_SQL, member_id)
+    row = await conn.fetchrow(
+        LOAD_SQL, program_id, member_id, card_token, transaction_id, idempotency_key,
+        load_lots, lots_until, order_id, load_cards, link_card_token, external_id,
+    )
+    if row is None:
+        return None
+    if for_update and member_id is None and row["member_id"] is not None:
+        return await load_member(
+            conn, program_id, member_id=row["member_id"], transaction_id=transaction_id,
+            idempotency_key=idempotency_key, load_lots=load_lots, lots_until=lots_until,
+            order_id=order_id, load_cards=load_cards, link_card_token=link_card_token,
+            external_id=external_id, for_update=True,
+        )
+    account = None
+    if row["member_id"] is not None:
+        account = account_from_row(row)
+        for lot in row["lots"] or ():
+            account.lots[str(lot["lot_id"])] = lot_from_row(lot)
+        if row["tx"] is not None:
+            tx = transaction_from_row(row["tx"])
+            account.transactions[tx.transaction_id] = tx
+        account.cards = set(row["cards"] or ())
+    return Loaded(
+        config_version=row["config_version"],
+        config=row["config"],
+        idempotency=row["idempotency"],
+        account=account,
+        order_seen=bool(row["order_seen"]),
+        card_owner=str(row["card_owner"]) if row["card_owner"] else None,
+        external_owner=str(row["external_owner"]) if row["external_owner"] else None,
+        cards=list(row["cards"] or ()),
+    )
+
+
+async def save_member(
+    conn: asyncpg.Connection,
+    program_id: UUID,
+    account: MemberAccount,
+    *,
+    next_period_end: datetime,
+    meta: EventMeta,
+    idempotency: IdempotencyRecord | None = None,
+) -> bool:
+    """Append the account's new events and update its projections. False: lost a race."""
+    events = account.new_events
+    first_version = account.version - len(events) + 1
+    encoded = []
+    for offset, event in enumerate(events):
+        event_type, data = encode_event(event)
+        encoded.append({
+            "event_id": str(uuid4()),
+            "version": first_version + offset,
+            "type": event_type,
+            "data": data,
+            "occurred_at": (occurred_at(event) or meta.recorded_at).isoformat(),
+        })
+    saved: int = await conn.fetchval(
+        SAVE_SQL,
+        UUID(account.member_id), program_id, account.external_id, account.version,
+        account.enrolled_at, profile_of(account), account.available, account.pending,
+        account.debt, account.lifetime_earned, account.qualifying,
+        account.periods_closed_until, next_period_end, first_version - 1,
+        encoded, meta.recorded_at, meta.actor, meta.reason, meta.correlation_id,
+        meta.causation_id,
+        [lot_to_row(account.lots[i]) for i in sorted(account.touched_lots)],
+        [transaction_to_row(account.transactions[i]) for i in sorted(account.touched_transactions)],
+        [e.card_token for e in events if isinstance(e, CardLinked)],
+        [e.card_token for e in events if isinstance(e, CardUnlinked)],
+        idempotency.key if idempotency else None,
+        idempotency.request_hash if idempotency else None,
+        idempotency.status if idempotency else None,
+        idempotency.response if idempotency else None,
+    )
+    return saved == 1
+
+
+async def member_events(
+    conn: asyncpg.Connection, member_id: UUID, *, after_version: int = 0, limit: int | None = None,
+    until: datetime | None = None,
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(
+        """SELECT position, event_id, stream_id, version, type, data, occurred_at, recorded_at,
+                  actor, reason, correlation_id, causation_id
+             FROM events
+            WHERE stream_id = $1 AND version > $2
+              AND ($4::timestamptz IS NULL OR least(occurred_at, recorded_at) <= $4)
+            ORDER BY version LIMIT $3""",
+        str(member_id), after_version, limit, until,
+    ))
+
+
+def fold(records: list[asyncpg.Record]) -> MemberAccount:
+    events: list[Event] = [decode_event(r["type"], r["data"]) for r in records]
+    return MemberAccount.from_events(events)

@@ -1,0 +1,27 @@
+"""Ledger settings, from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class LedgerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    data_dir: Path = Field(default=Path(".data"), alias="LOYALTY_DATA_DIR")
+    environment: Literal["dev", "production"] = Field(default="production", alias="LOYALTY_ENV")
+    host: str = Field(default="127.0.0.1", alias="LEDGER_HOST")
+    port: int = Field(default=8000, alias="LEDGER_PORT")
+    pool_size: int = Field(default=10, ge=1, alias="LEDGER_DB_POOL_SIZE")
+    clock_interval_seconds: float = Field(default=60.0, ge=0, alias="LEDGER_CLOCK_INTERVAL_SECONDS")
+    max_body_bytes: int = Field(default=64 * 1024, alias="LEDGER_MAX_BODY_BYTES")
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+
+    @property
+    def allow_future_as_of(self) -> bool:
+        return self.environment == "dev"

@@ -1,0 +1,571 @@
+"""The member account aggregate: point lots, balances, debt and qualifying points.
+
+Commands decide and record events; ``apply`` evolves the state from an event and is
+the only place state changes, so folding the stored events reproduces the state.
+The aggregate may be loaded partially (the scalars plus the lots a command needs):
+every command documents which lots it reads, and the repository loads those.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from ledger.domain.calendar import (
+    expiry_for,
+    local_date_iso,
+    month_key,
+    months_between,
+    period_containing,
+)
+from ledger.domain.errors import (
+    InsufficientPointsError,
+    InvalidRequestError,
+    NotReversibleError,
+    ReversalExceedsOriginalError,
+    UnsupportedCurrencyError,
+)
+from ledger.domain.events import (
+    Allocation,
+    BreakdownLine,
+    CardLinked,
+    CardUnlinked,
+    EarnReversed,
+    Event,
+    MemberEnrolled,
+    OrderLine,
+    PendingPointsActivated,
+    PointsAdjusted,
+    PointsEarned,
+    PointsExpired,
+    PointsRedeemed,
+    QualificationPeriodEnded,
+    RedemptionReversed,
+)
+from ledger.domain.program import ProgramConfig, ReturnPolicy
+
+EXPIRY_HORIZON = timedelta(days=90)
+
+
+@dataclass
+class Lot:
+    lot_id: str
+    earned_at: datetime
+    expires_at: datetime
+    available_at: datetime | None
+    original: int
+    remaining: int
+    pending: bool
+
+
+@dataclass
+class Transaction:
+    transaction_id: str
+    kind: str  # earn, redemption, adjustment, reversal
+    points: int
+    occurred_at: datetime
+    qualifying_points: int = 0
+    qualifying_month: str | None = None
+    lot_id: str | None = None
+    allocations: tuple[Allocation, ...] = ()
+    amount: Decimal | None = None
+    currency: str | None = None
+    order_id: str | None = None
+    reversed_points: int = 0
+    reversed_qualifying: int = 0
+    reversed_amount: Decimal = Decimal(0)
+    returned: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Purchase:
+    order_id: str
+    amount: Decimal
+    currency: str
+    occurred_at: datetime
+    channel: str
+    store_id: str | None = None
+    partner_id: str | None = None
+    lines: tuple[OrderLine, ...] = ()
+
+
+@dataclass(frozen=True)
+class Balance:
+    available: int
+    pending: int
+    debt: int
+    lifetime_earned: int
+    qualifying_points: int
+    qualification_period_start: datetime
+    qualification_period_end: datetime
+    expiring: tuple[tuple[str, int], ...]
+
+
+@dataclass
+class MemberAccount:
+    member_id: str
+    external_id: str
+    enrolled_at: datetime
+    email: str | None = None
+    phone: str | None = None
+    birthday: Any = None
+    locale: str | None = None
+    time_zone: str | None = None
+    consents: dict[str, bool] = field(default_factory=dict)
+    referred_by: str | None = None
+    version: int = 0
+    available: int = 0
+    pending: int = 0
+    debt: int = 0
+    lifetime_earned: int = 0
+    qualifying: dict[str, int] = field(default_factory=dict)
+    periods_closed_until: datetime | None = None
+    cards: set[str] = field(default_factory=set)
+    lots: dict[str, Lot] = field(default_factory=dict)
+    transactions: dict[str, Transaction] = field(default_factory=dict)
+    new_events: list[Event] = field(default_factory=list)
+    touched_lots: set[str] = field(default_factory=set)
+    touched_transactions: set[str] = field(default_factory=set)
+
+    # -- construction ----------------------------------------------------------------
+
+    @classmethod
+    def enrol(cls, event: MemberEnrolled) -> MemberAccount:
+        account = cls(member_id=event.member_id, external_id=event.external_id,
+                      enrolled_at=event.enrolled_at)
+        account._record(event)
+        return account
+
+    @classmethod
+    def from_events(cls, events: list[Event]) -> MemberAccount:
+        first = events[0]
+        assert isinstance(first, MemberEnrolled), "a member stream starts with MemberEnrolled"
+        account = cls(member_id=first.member_id, external_id=first.external_id,
+                      enrolled_at=first.enrolled_at)
+        for event in events:
+            account.apply(event)
+        account.touched_lots.clear()
+        account.touched_transactions.clear()
+        return account
+
+    def _record(self, event: Event) -> None:
+        self.apply(event)
+        self.new_events.append(event)
+
+    # -- commands --------------------------------------------------------------------
+
+    def link_card(self, card_token: str) -> None:
+        if card_token not in self.cards:
+            self._record(CardLinked(card_token=card_token))
+
+    def unlink_card(self, card_token: str) -> None:
+        if card_token in self.cards:
+            self._record(CardUnlinked(card_token=card_token))
+
+    def earn_purchase(
+        self, purchase: Purchase, config: ProgramConfig, *, transaction_id: str, lot_id: str,
+        now: datetime, multiplier: Decimal = Decimal(1),
+    ) -> PointsEarned:
+        """Points for a purchase. Reads no lots."""
+        rate = config.earn_rates.get(purchase.currency)
+        if rate is None:
+            raise UnsupportedCurrencyError(
+                f"the program has no earn rate for {purchase.currency}",
+                field="currency", supported=sorted(config.earn_rates),
+            )
+        raw = purchase.amount * rate
+        base = config.rounding.apply(raw)
+        breakdown = [BreakdownLine(
+            "base", base,
+            f"{purchase.amount} {purchase.currency} x {rate} points per unit = {raw}, "
+            f"rounded {config.rounding.value}",
+        )]
+        points = base
+        if multiplier != 1:
+            points = config.rounding.apply(raw * multiplier)
+            breakdown.append(BreakdownLine("multiplier", points - base, f"x {multiplier}"))
+        return self._earn(
+            kind="purchase", points=points, qualifying_points=base, earned_at=purchase.occurred_at,
+            config=config, transaction_id=transaction_id, lot_id=lot_id, now=now,
+            order_id=purchase.order_id, amount=purchase.amount, currency=purchase.currency,
+            channel=purchase.channel, store_id=purchase.store_id,
+            partner_id=purchase.partner_id, lines=purchase.lines, breakdown=tuple(breakdown),
+        )
+
+    def earn_bonus(
+        self, points: int, reason: str, config: ProgramConfig, *, qualifying: bool,
+        transaction_id: str, lot_id: str, occurred_at: datetime, now: datetime,
+    ) -> PointsEarned:
+        """Explicit bonus points. Reads no lots."""
+        if points <= 0:
+            raise InvalidRequestError("bonus points must be positive", field="points")
+        return self._earn(
+            kind="bonus", points=points, qualifying_points=points if qualifying else 0,
+            earned_at=occurred_at, config=config, transaction_id=transaction_id, lot_id=lot_id,
+            now=now, breakdown=(BreakdownLine("bonus", points, reason),),
+        )
+
+    def _earn(self, *, kind: str, points: int, qualifying_points: int, earned_at: datetime,
+              config: ProgramConfig, transaction_id: str, lot_id: str, now: datetime,
+              **details: Any) -> PointsEarned:
+        available_at: datetime | None = earned_at + timedelta(days=config.pending_days)
+        if available_at is not None and available_at <= now:
+            available_at = None
+        debt_paid = min(self.debt, points) if available_at is None else 0
+        event = PointsEarned(
+            transaction_id=transaction_id, lot_id=lot_id, kind=kind, points=points,
+            qualifying_points=qualifying_points,
+            qualifying_month=month_key(earned_at, config.time_zone), earned_at=earned_at,
+            expires_at=expiry_for(earned_at, config.point_lifetime, config.time_zone),
+            available_at=available_at, debt_paid=debt_paid, **details,
+        )
+        self._record(event)
+        return event
+
+    def redeem(self, points: int, *, transaction_id: str, now: datetime,
+               reward: str | None = None, order_id: str | None = None) -> PointsRedeemed:
+        """Spend points, soonest-expiring lots first. Reads all available lots."""
+        if points <= 0:
+            raise InvalidRequestError("points must be positive", field="points")
+        event = PointsRedeemed(
+            transaction_id=transaction_id, points=points, allocations=self._allocate(points),
+            redeemed_at=now, reward=reward, order_id=order_id,
+        )
+        self._record(event)
+        return event
+
+    def adjust(self, points: int, config: ProgramConfig, *, transaction_id: str, lot_id: str,
+               now: datetime) -> PointsAdjusted:
+        """A manual correction. Negative adjustments read all available lots."""
+        if points == 0:
+            raise InvalidRequestError("an adjustment must change the balance", field="points")
+        if points > 0:
+            event = PointsAdjusted(
+                transaction_id=transaction_id, points=points, adjusted_at=now, lot_id=lot_id,
+                expires_at=expiry_for(now, config.point_lifetime, config.time_zone),
+                debt_paid=min(self.debt, points),
+            )
+        else:
+            event = PointsAdjusted(transaction_id=transaction_id, points=points, adjusted_at=now,
+                                   allocations=self._allocate(-points))
+        self._record(event)
+        return event
+
+    def reverse(self, original_transaction_id: str, config: ProgramConfig, *,
+                transaction_id: str, now: datetime, points: int | None = None,
+                amount: Decimal | None = None) -> EarnReversed | RedemptionReversed:
+        """Reverse an earn or a redemption, fully (neither points nor amount) or in part.
+
+        Reads the original transaction, the lots it touched and all available lots.
+        """
+        if points is not None and amount is not None:
+            raise InvalidRequestError("give points or amount, not both", field="points")
+        if points is not None and points <= 0:
+            raise InvalidRequestError("points must be positive", field="points")
+        if amount is not None and amount <= 0:
+            raise InvalidRequestError("amount must be positive", field="amount")
+        original = self.transactions[original_transaction_id]
+        if original.kind == "earn":
+            return self._reverse_earn(original, config, transaction_id, now, points, amount)
+        if original.kind == "redemption":
+            if amount is not None:
+                raise InvalidRequestError("a redemption is reversed by points", field="amount")
+            return self._reverse_redemption(original, transaction_id, now, points)
+        raise NotReversibleError(f"a {original.kind} transaction cannot be reversed")
+
+    def _reverse_earn(self, original: Transaction, config: ProgramConfig, transaction_id: str,
+                      now: datetime, points: int | None, amount: Decimal | None) -> EarnReversed:
+        reversible = original.points - original.reversed_points
+        reversed_amount = original.reversed_amount
+        if amount is not None:
+            if original.amount is None:
+                raise InvalidRequestError("this earn has no amount; reverse by points",
+                                          field="amount")
+            left = original.amount - original.reversed_amount
+            if amount > left:
+                raise ReversalExceedsOriginalError(
+                    "the amount exceeds what is left of the original", field="amount",
+                    reversible_amount=str(left))
+            reversed_amount += amount
+            target = (original.points if reversed_amount == original.amount
+                      else int(original.points * reversed_amount / original.amount))
+            points = target - original.reversed_points
+        elif points is None:
+            points = reversible
+            if original.amount is not None:
+                amount = original.amount - original.reversed_amount
+        if reversible <= 0 and (amount is None or amount == 0):
+            raise NotReversibleError("the transaction is already fully reversed")
+        if points > reversible:
+            raise ReversalExceedsOriginalError(
+                "the points exceed what is left of the original", field="points",
+                reversible_points=reversible)
+        done = original.reversed_points + points
+        target_q = (original.qualifying_points if done == original.points
+                    else original.qualifying_points * done // original.points)
+        qualifying = target_q - original.reversed_qualifying
+
+        lot = self.lots[original.lot_id] if original.lot_id else None
+        allocations: list[Allocation] = []
+        rest = points
+        if lot is not None and (lot.pending or config.return_policy is not ReturnPolicy.ONLY_PENDING):
+            take = min(rest, lot.remaining)
+            if take:
+                allocations.append(Allocation(lot.lot_id, take))
+                rest -= take
+        if rest and config.return_policy is not ReturnPolicy.ONLY_PENDING:
+            exclude = lot.lot_id if lot is not None else None
+            spendable = sum(other.remaining for other in self.lots.values()
+                            if not other.pending and other.lot_id != exclude)
+            others = self._allocate(min(rest, spendable), exclude=exclude)
+            allocations.extend(others)
+            rest -= sum(a.points for a in others)
+        debt = rest if config.return_policy is ReturnPolicy.DEBT else 0
+        event = EarnReversed(
+            transaction_id=transaction_id, original_transaction_id=original.transaction_id,
+            points=points, qualifying_points=qualifying,
+            qualifying_month=original.qualifying_month or month_key(now, config.time_zone),
+            reversed_at=now, allocations=tuple(allocations), debt_recorded=debt,
+            forgiven=rest - debt, amount=amount,
+        )
+        self._record(event)
+        return event
+
+    def _reverse_redemption(self, original: Transaction, transaction_id: str, now: datetime,
+                            points: int | None) -> RedemptionReversed:
+        reversible = original.points - original.reversed_points
+        if reversible <= 0:
+            raise NotReversibleError("the redemption is already fully reversed")
+        points = reversible if points is None else points
+        if points > reversible:
+            raise ReversalExceedsOriginalError(
+                "the points exceed what is left of the original", field="points",
+                reversible_points=reversible)
+        back: list[Allocation] = []
+        rest = points
+        for allocation in reversed(original.allocations):
+            can = allocation.points - original.returned.get(allocation.lot_id, 0)
+            take = min(can, rest)
+            if take > 0:
+                back.append(Allocation(allocation.lot_id, take))
+                rest -= take
+            if rest == 0:
+                break
+        event = RedemptionReversed(
+            transaction_id=transaction_id, original_transaction_id=original.transaction_id,
+            points=points, allocations=tuple(back), reversed_at=now,
+        )
+        self._record(event)
+        return event
+
+    def advance_to(self, as_of: datetime, config: ProgramConfig) -> list[Event]:
+        """Time-driven facts up to ``as_of``: activations, expiries, ended periods.
+
+        Reads pending lots and lots expiring by ``as_of``. Idempotent: a second call with
+        the same ``as_of`` records nothing.
+        """
+        due: list[tuple[datetime, int, str]] = []
+        for lot in self.lots.values():
+            if lot.pending and lot.available_at is not None and lot.available_at <= as_of:
+                due.append((lot.available_at, 0, lot.lot_id))
+            if lot.remaining > 0 and lot.expires_at <= as_of:
+                due.append((lot.expires_at, 1, lot.lot_id))
+        closed = self.periods_closed_until or self.qualification_period(
+            self.enrolled_at, config)[0]
+        while True:
+            start, end = period_containing(closed, config.qualification_kind,
+                                           self.enrolled_at, config.time_zone)
+            if end > as_of:
+                break
+            due.append((end, 2, start.isoformat()))
+            closed = end
+        before = len(self.new_events)
+        for at, order, key in sorted(due):
+            if order == 0:
+                lot = self.lots[key]
+                if lot.pending:
+                    self._record(PendingPointsActivated(
+                        lot_id=key, points=lot.remaining, activated_at=at,
+                        debt_paid=min(self.debt, lot.remaining)))
+            elif order == 1:
+                lot = self.lots[key]
+                if lot.remaining > 0:
+                    self._record(PointsExpired(lot_id=key, points=lot.remaining, expired_at=at))
+            else:
+                start = datetime.fromisoformat(key)
+                self._record(QualificationPeriodEnded(
+                    period_start=start, period_end=at,
+                    qualifying_points=self._qualifying_between(start, at, config)))
+        return self.new_events[before:]
+
+    def _allocate(self, points: int, exclude: str | None = None) -> tuple[Allocation, ...]:
+        lots = sorted(
+            (lot for lot in self.lots.values()
+             if not lot.pending and lot.remaining > 0 and lot.lot_id != exclude),
+            key=lambda lot: (lot.expires_at, lot.earned_at, lot.lot_id),
+        )
+        spendable = sum(lot.remaining for lot in lots)
+        if points > spendable:
+            raise InsufficientPointsError(
+                f"{points} points requested, {spendable} available", available=spendable)
+        allocations = []
+        rest = points
+        for lot in lots:
+            if rest == 0:
+                break
+            take = min(rest, lot.remaining)
+            allocations.append(Allocation(lot.lot_id, take))
+            rest -= take
+        return tuple(allocations)
+
+    # -- evolution -------------------------------------------------------------------
+
+    def apply(self, event: Event) -> None:  # noqa: C901 - one branch per event type
+        self.version += 1
+        match event:
+            case MemberEnrolled():
+                self.email, self.phone, self.birthday = event.email, event.phone, event.birthday
+                self.locale, self.time_zone = event.locale, event.time_zone
+                self.consents = dict(event.consents)
+                self.referred_by = event.referred_by
+            case CardLinked():
+                self.cards.add(event.card_token)
+            case CardUnlinked():
+                self.cards.discard(event.card_token)
+            case PointsEarned():
+                pending = event.available_at is not None
+                lot = Lot(event.lot_id, event.earned_at, event.expires_at, event.available_at,
+                          event.points, event.points - event.debt_paid, pending)
+                self._put_lot(lot)
+                if pending:
+                    self.pending += lot.remaining
+                else:
+                    self.available += lot.remaining
+                self.debt -= event.debt_paid
+                self.lifetime_earned += event.points
+                self._add_qualifying(event.qualifying_month, event.qualifying_points)
+                self._put_transaction(Transaction(
+                    event.transaction_id, "earn", event.points, event.earned_at,
+                    qualifying_points=event.qualifying_points,
+                    qualifying_month=event.qualifying_month, lot_id=event.lot_id,
+                    amount=event.amount, currency=event.currency, order_id=event.order_id))
+            case PendingPointsActivated():
+                lot = self.lots[event.lot_id]
+                lot.pending = False
+                lot.remaining -= event.debt_paid
+                self.pending -= event.points
+                self.available += event.points - event.debt_paid
+                self.debt -= event.debt_paid
+                self.touched_lots.add(lot.lot_id)
+            case PointsRedeemed():
+                self._take(event.allocations)
+                self._put_transaction(Transaction(
+                    event.transaction_id, "redemption", event.points, event.redeemed_at,
+                    allocations=event.allocations, order_id=event.order_id))
+            case PointsAdjusted():
+                if event.points > 0:
+                    assert event.lot_id is not None and event.expires_at is not None
+                    self._put_lot(Lot(event.lot_id, event.adjusted_at, event.expires_at, None,
+                                      event.points, event.points - event.debt_paid, False))
+                    self.available += event.points - event.debt_paid
+                    self.debt -= event.debt_paid
+                else:
+                    self._take(event.allocations)
+                self._put_transaction(Transaction(
+                    event.transaction_id, "adjustment", event.points, event.adjusted_at,
+                    lot_id=event.lot_id, allocations=event.allocations))
+            case EarnReversed():
+                self._take(event.allocations)
+                self.debt += event.debt_recorded
+                self.lifetime_earned -= event.points
+                self._add_qualifying(event.qualifying_month, -event.qualifying_points)
+                original = self.transactions[event.original_transaction_id]
+                original.reversed_points += event.points
+                original.reversed_qualifying += event.qualifying_points
+                original.reversed_amount += event.amount or 0
+                self.touched_transactions.add(original.transaction_id)
+                self._put_transaction(Transaction(event.transaction_id, "reversal",
+                                                  -event.points, event.reversed_at))
+            case RedemptionReversed():
+                for allocation in event.allocations:
+                    lot = self.lots[allocation.lot_id]
+                    lot.remaining += allocation.points
+                    self.available += allocation.points
+                    self.touched_lots.add(lot.lot_id)
+                original = self.transactions[event.original_transaction_id]
+                original.reversed_points += event.points
+                for allocation in event.allocations:
+                    original.returned[allocation.lot_id] = (
+                        original.returned.get(allocation.lot_id, 0) + allocation.points)
+                self.touched_transactions.add(original.transaction_id)
+                self._put_transaction(Transaction(event.transaction_id, "reversal",
+                                                  event.points, event.reversed_at))
+            case PointsExpired():
+                lot = self.lots[event.lot_id]
+                if lot.pending:
+                    self.pending -= event.points
+                    lot.pending = False
+                else:
+                    self.available -= event.points
+                lot.remaining -= event.points
+                self.touched_lots.add(lot.lot_id)
+            case QualificationPeriodEnded():
+                self.periods_closed_until = event.period_end
+            case _:
+                raise TypeError(f"not a member event: {type(event).__name__}")
+
+    def _put_lot(self, lot: Lot) -> None:
+        self.lots[lot.lot_id] = lot
+        self.touched_lots.add(lot.lot_id)
+
+    def _put_transaction(self, transaction: Transaction) -> None:
+        self.transactions[transaction.transaction_id] = transaction
+        self.touched_transactions.add(transaction.transaction_id)
+
+    def _take(self, allocations: tuple[Allocation, ...]) -> None:
+        for allocation in allocations:
+            lot = self.lots[allocation.lot_id]
+            lot.remaining -= allocation.points
+            if lot.pending:
+                self.pending -= allocation.points
+            else:
+                self.available -= allocation.points
+            self.touched_lots.add(lot.lot_id)
+
+    def _add_qualifying(self, month: str, points: int) -> None:
+        if points:
+            self.qualifying[month] = self.qualifying.get(month, 0) + points
+
+    # -- views -----------------------------------------------------------------------
+
+    def qualification_period(self, at: datetime, config: ProgramConfig) -> tuple[datetime, datetime]:
+        return period_containing(at, config.qualification_kind, self.enrolled_at,
+                                 config.time_zone)
+
+    def next_period_end(self, config: ProgramConfig) -> datetime:
+        closed = self.periods_closed_until or self.qualification_period(self.enrolled_at, config)[0]
+        return self.qualification_period(closed, config)[1]
+
+    def _qualifying_between(self, start: datetime, end: datetime, config: ProgramConfig) -> int:
+        return sum(self.qualifying.get(m, 0) for m in months_between(start, end, config.time_zone))
+
+    def balance(self, as_of: datetime, config: ProgramConfig) -> Balance:
+        """The balance at ``as_of``, with time-driven facts applied to a copy."""
+        view = copy.deepcopy(self)
+        view.advance_to(as_of, config)
+        start, end = view.qualification_period(as_of, config)
+        expiring: dict[str, int] = defaultdict(int)
+        for lot in view.lots.values():
+            if lot.remaining > 0 and as_of < lot.expires_at <= as_of + EXPIRY_HORIZON:
+                expiring[local_date_iso(lot.expires_at, config.time_zone)] += lot.remaining
+        return Balance(
+            available=view.available, pending=view.pending, debt=view.debt,
+            lifetime_earned=view.lifetime_earned,
+            qualifying_points=view._qualifying_between(start, end, config),
+            qualification_period_start=start, qualification_period_end=end,
+            expiring=tuple(sorted(expiring.items())),
+        )

@@ -1,0 +1,375 @@
+"""The ledger's REST API (v1)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+import orjson
+import structlog
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from loyalty_common.db import create_pool
+from loyalty_common.embedded import resolve_database_url
+from loyalty_common.logs import configure_logging
+from loyalty_common.problems import (
+    JSONResponse,
+    ProblemError,
+    install_problem_handlers,
+    problem_response,
+)
+from pydantic import AwareDatetime
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ledger.config import LedgerSettings
+from ledger.domain.account import Purchase
+from ledger.domain.errors import LedgerError
+from ledger.domain.events import OrderLine
+from ledger.entrypoints.schemas import (
+    AdjustRequest,
+    CardRequest,
+    EarnRequest,
+    EnrolRequest,
+    RedeemRequest,
+    ReverseRequest,
+)
+from ledger.service_layer.auth import ApiKey, KeyRing
+from ledger.service_layer.errors import ServiceError
+from ledger.service_layer.ledger import Ledger, Outcome, RequestContext
+from ledger.service_layer.program_document import ProgramDocument
+from ledger.service_layer.programs import configure_program, read_program
+
+log = structlog.get_logger("ledger")
+
+
+class BodyLimit:
+    """Refuses bodies over the limit with 413, before anything reads them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise ProblemError(413, "body_too_large",
+                                   f"the body exceeds {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(413, "body_too_large",
+                                    f"the body exceeds {self.max_bytes} bytes")
+        await response(scope, receive, send)
+
+
+async def _clock_loop(ledger: Ledger, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            result = await ledger.run_clock(datetime.now(UTC))
+            if result["members"]:
+                log.info("clock_ran", **result)
+        except Exception:
+            log.exception("clock_failed")
+
+
+def create_app(settings: LedgerSettings | None = None) -> FastAPI:
+    settings = settings or LedgerSettings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        dsn = await asyncio.to_thread(resolve_database_url, settings.database_url,
+                                      settings.data_dir, "loyalty")
+        pool = await create_pool(dsn, min_size=min(2, settings.pool_size),
+                                 max_size=settings.pool_size)
+        app.state.ledger = Ledger(pool, allow_future_as_of=settings.allow_future_as_of)
+        app.state.keys = KeyRing(pool)
+        clock = None
+        if settings.clock_interval_seconds > 0:
+            clock = asyncio.create_task(_clock_loop(app.state.ledger,
+                                                    settings.clock_interval_seconds))
+        try:
+            yield
+        finally:
+            if clock is not None:
+                clock.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await clock
+            await pool.close()
+
+    app = FastAPI(
+        title="Loyalty ledger",
+        version="1",
+        description="Points ledger: earn, redeem, reverse, balances and the event store.",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    install_problem_handlers(app)
+
+    async def on_ledger_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, LedgerError | ServiceError)
+        return problem_response(exc.status, exc.code, exc.detail, **exc.extra)
+
+    app.add_exception_handler(LedgerError, on_ledger_error)
+    app.add_exception_handler(ServiceError, on_ledger_error)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    _routes(app)
+    return app
+
+
+# -- dependencies -----------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer lk_...`")
+
+
+def _ledger(request: Request) -> Ledger:
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+LedgerDep = Annotated[Ledger, Depends(_ledger)]
+
+
+def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> ApiKey:
+        if credentials is None:
+            raise ProblemError(401, "unauthorized", "an API key is required (Bearer)")
+        key = await request.app.state.keys.authenticate(credentials.credentials)
+        if key is None:
+            raise ProblemError(401, "unauthorized", "unknown or revoked API key")
+        if scope not in key.scopes:
+            raise ProblemError(403, "forbidden", f"the API key lacks the {scope} scope")
+        return key
+
+    return dependency
+
+
+IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=255,
+                                       pattern=r"^[\x21-\x7e]+$")]
+CorrelationId = Annotated[str | None, Header(alias="X-Correlation-Id", max_length=100)]
+
+
+async def _request_hash(request: Request) -> bytes:
+    raw = await request.body()
+    try:
+        canonical = orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS) if raw else b""
+    except orjson.JSONDecodeError:
+        canonical = raw
+    digest = hashlib.sha256()
+    for part in (request.method.encode(), request.url.path.encode(),
+                 request.url.query.encode(), canonical):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.digest()
+
+
+def _context(key: ApiKey, idempotency_key: str | None, request_hash: bytes | None,
+             correlation_id: str | None, reason: str | None = None) -> RequestContext:
+    return RequestContext(program_id=key.program_id, actor=key.key_id,
+                          correlation_id=correlation_id or str(uuid4()),
+                          idempotency_key=idempotency_key, request_hash=request_hash,
+                          reason=reason)
+
+
+def _respond(outcome: Outcome) -> JSONResponse:
+    status, body = outcome
+    return JSONResponse(body, status_code=status)
+
+
+def _purchase(body: EarnRequest) -> Purchase:
+    assert body.order_id and body.amount is not None and body.currency and body.occurred_at
+    assert body.channel is not None
+    return Purchase(
+        order_id=body.order_id, amount=Decimal(body.amount), currency=body.currency,
+        occurred_at=body.occurred_at, channel=body.channel, store_id=body.store_id,
+        partner_id=body.partner_id,
+        lines=tuple(OrderLine(sku=line.sku, quantity=line.quantity,
+                              amount=Decimal(line.amount), category=line.category)
+                    for line in body.lines),
+    )
+
+
+PointsWrite = Annotated[ApiKey, Depends(require("points:write"))]
+PointsRead = Annotated[ApiKey, Depends(require("points:read"))]
+MembersWrite = Annotated[ApiKey, Depends(require("members:write"))]
+Ops = Annotated[ApiKey, Depends(require("ops"))]
+Admin = Annotated[ApiKey, Depends(require("admin"))]
+RequestHash = Annotated[bytes, Depends(_request_hash)]
+Cursor = Annotated[int, Query(ge=0, le=2**62, description="from a previous next_cursor")]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+# -- routes -----------------------------------------------------------------------------
+
+def _routes(app: FastAPI) -> None:  # noqa: C901 - the route table
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/program", tags=["program"])
+    async def get_program(key: Admin, ledger: LedgerDep) -> JSONResponse:
+        async with ledger.pool.acquire() as conn:
+            return JSONResponse(await read_program(conn, key.program_id))
+
+    @app.put("/v1/program", tags=["program"])
+    async def put_program(document: ProgramDocument, key: Admin, ledger: LedgerDep,
+                          idempotency_key: IdempotencyKey, request_hash: RequestHash,
+                          correlation_id: CorrelationId = None) -> JSONResponse:
+        async with ledger.pool.acquire() as conn:
+            stored = await conn.fetchrow(
+                "SELECT encode(request_hash, 'hex') AS hash, status_code, response"
+                " FROM idempotency_keys WHERE program_id = $1 AND key = $2",
+                key.program_id, idempotency_key)
+            if stored is not None:
+                if stored["hash"] != request_hash.hex():
+                    raise ProblemError(422, "idempotency_key_reused",
+                                       "this Idempotency-Key was used with a different request")
+                return JSONResponse(stored["response"], status_code=stored["status_code"])
+            body = await configure_program(
+                conn, key.program_id, document, actor=key.key_id,
+                correlation_id=correlation_id or str(uuid4()),
+                idempotency=(idempotency_key, request_hash))
+        return JSONResponse(body)
+
+    @app.post("/v1/members", status_code=201, tags=["members"])
+    async def enrol(body: EnrolRequest, key: MembersWrite, ledger: LedgerDep,
+                    idempotency_key: IdempotencyKey, request_hash: RequestHash,
+                    correlation_id: CorrelationId = None) -> JSONResponse:
+        profile = body.model_dump(exclude={"external_id"})
+        profile["referred_by"] = str(body.referred_by) if body.referred_by else None
+        return _respond(await ledger.enrol(
+            _context(key, idempotency_key, request_hash, correlation_id),
+            external_id=body.external_id, profile=profile))
+
+    @app.get("/v1/members/{member_id}", tags=["members"])
+    async def get_member(member_id: UUID, key: PointsRead, ledger: LedgerDep) -> JSONResponse:
+        return JSONResponse(await ledger.member(key.program_id, member_id))
+
+    @app.post("/v1/members/{member_id}/cards", status_code=201, tags=["members"])
+    async def link_card(member_id: UUID, body: CardRequest, key: MembersWrite,
+                        ledger: LedgerDep, idempotency_key: IdempotencyKey,
+                        request_hash: RequestHash,
+                        correlation_id: CorrelationId = None) -> JSONResponse:
+        return _respond(await ledger.link_card(
+            _context(key, idempotency_key, request_hash, correlation_id), member_id,
+            body.card_token))
+
+    @app.delete("/v1/members/{member_id}/cards/{card_token}", tags=["members"])
+    async def unlink_card(member_id: UUID, card_token: str, key: MembersWrite,
+                          ledger: LedgerDep, idempotency_key: IdempotencyKey,
+                          request_hash: RequestHash,
+                          correlation_id: CorrelationId = None) -> JSONResponse:
+        return _respond(await ledger.unlink_card(
+            _context(key, idempotency_key, request_hash, correlation_id), member_id,
+            card_token))
+
+    async def _earn(body: EarnRequest, key: ApiKey, ledger: Ledger, idempotency_key: str,
+                    request_hash: bytes, correlation_id: str | None,
+                    **target: Any) -> JSONResponse:
+        if body.points is not None:
+            if "ops" not in key.scopes:
+                raise ProblemError(403, "forbidden", "bonus points need the ops scope")
+            return _respond(await ledger.earn_bonus(
+                _context(key, idempotency_key, request_hash, correlation_id, body.reason),
+                points=body.points, qualifying=body.qualifying, occurred_at=body.occurred_at,
+                **target))
+        return _respond(await ledger.earn(
+            _context(key, idempotency_key, request_hash, correlation_id, body.reason),
+            _purchase(body), **target))
+
+    @app.post("/v1/members/{member_id}/earn", status_code=201, tags=["points"])
+    async def earn(member_id: UUID, body: EarnRequest, key: PointsWrite, ledger: LedgerDep,
+                   idempotency_key: IdempotencyKey, request_hash: RequestHash,
+                   correlation_id: CorrelationId = None) -> JSONResponse:
+        return await _earn(body, key, ledger, idempotency_key, request_hash, correlation_id,
+                           member_id=member_id)
+
+    @app.post("/v1/cards/{card_token}/earn", status_code=201, tags=["points"])
+    async def earn_by_card(card_token: str, body: EarnRequest, key: PointsWrite,
+                           ledger: LedgerDep, idempotency_key: IdempotencyKey,
+                           request_hash: RequestHash,
+                           correlation_id: CorrelationId = None) -> JSONResponse:
+        return await _earn(body, key, ledger, idempotency_key, request_hash, correlation_id,
+                           card_token=card_token)
+
+    @app.post("/v1/members/{member_id}/redeem", status_code=201, tags=["points"])
+    async def redeem(member_id: UUID, body: RedeemRequest, key: PointsWrite,
+                     ledger: LedgerDep, idempotency_key: IdempotencyKey,
+                     request_hash: RequestHash,
+                     correlation_id: CorrelationId = None) -> JSONResponse:
+        return _respond(await ledger.redeem(
+            _context(key, idempotency_key, request_hash, correlation_id, body.reward),
+            member_id, points=body.points, reward=body.reward, order_id=body.order_id))
+
+    @app.post("/v1/transactions/{transaction_id}/reverse", status_code=201, tags=["points"])
+    async def reverse(transaction_id: UUID, key: PointsWrite, ledger: LedgerDep,
+                      idempotency_key: IdempotencyKey, request_hash: RequestHash,
+                      body: ReverseRequest | None = None,
+                      correlation_id: CorrelationId = None) -> JSONResponse:
+        body = body or ReverseRequest()
+        return _respond(await ledger.reverse(
+            _context(key, idempotency_key, request_hash, correlation_id, body.reason),
+            transaction_id, points=body.points,
+            amount=Decimal(body.amount) if body.amount is not None else None))
+
+    @app.get("/v1/transactions/{transaction_id}", tags=["points"])
+    async def get_transaction(transaction_id: UUID, key: PointsRead,
+                              ledger: LedgerDep) -> JSONResponse:
+        return JSONResponse(await ledger.transaction(key.program_id, transaction_id))
+
+    @app.post("/v1/members/{member_id}/adjust", status_code=201, tags=["ops"])
+    async def adjust(member_id: UUID, body: AdjustRequest, key: Ops, ledger: LedgerDep,
+                     idempotency_key: IdempotencyKey, request_hash: RequestHash,
+                     correlation_id: CorrelationId = None) -> JSONResponse:
+        return _respond(await ledger.adjust(
+            _context(key, idempotency_key, request_hash, correlation_id, body.reason),
+            member_id, points=body.points))
+
+    @app.get("/v1/members/{member_id}/balance", tags=["points"])
+    async def balance(member_id: UUID, key: PointsRead, ledger: LedgerDep,
+                      as_of: AwareDatetime | None = None) -> JSONResponse:
+        return JSONResponse(await ledger.balance(key.program_id, member_id, as_of))
+
+    @app.get("/v1/members/{member_id}/events", tags=["events"])
+    async def member_events(member_id: UUID, key: PointsRead, ledger: LedgerDep,
+                            cursor: Cursor = 0, limit: Limit = 100) -> JSONResponse:
+        return JSONResponse(await ledger.member_events(key.program_id, member_id,
+                                                       after=cursor, limit=limit))
+
+    @app.get("/v1/events", tags=["events"])
+    async def feed(key: Ops, ledger: LedgerDep, cursor: Cursor = 0,
+                   limit: Limit = 100) -> JSONResponse:
+        return JSONResponse(await ledger.feed(key.program_id, after=cursor, limit=limit))
+
+    @app.post("/v1/ops/clock", tags=["ops"])
+    async def clock(key: Ops, ledger: LedgerDep, idempotency_key: IdempotencyKey,
+                    as_of: AwareDatetime | None = None,
+                    correlation_id: CorrelationId = None) -> JSONResponse:
+        at = ledger.check_as_of(as_of)
+        return JSONResponse(await ledger.run_clock(at, key.program_id, actor=key.key_id,
+                                                   correlation_id=correlation_id))
+
+

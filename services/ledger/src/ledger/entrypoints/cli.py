@@ -1,0 +1,167 @@
+"""The `loyalty` command line: programs, migrations, projections, the server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+import typer
+from alembic import command
+from alembic.config import Config
+from loyalty_common.db import connect, sqlalchemy_url
+from loyalty_common.embedded import resolve_database_url
+
+from ledger.adapters import projections
+from ledger.config import LedgerSettings
+from ledger.service_layer.program_document import ProgramDocument
+from ledger.service_layer.programs import create_program
+
+app = typer.Typer(help="Operate the loyalty ledger.", no_args_is_help=True)
+db_app = typer.Typer(help="The ledger's database.", no_args_is_help=True)
+program_app = typer.Typer(help="Loyalty programs and their API keys.", no_args_is_help=True)
+projections_app = typer.Typer(help="Read models built from the events.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(program_app, name="program")
+app.add_typer(projections_app, name="projections")
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _dsn(settings: LedgerSettings) -> str:
+    return resolve_database_url(settings.database_url, settings.data_dir, "loyalty")
+
+
+def migrate(dsn: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", sqlalchemy_url(dsn).replace("%", "%%"))
+    command.upgrade(config, "head")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all migrations."""
+    migrate(_dsn(LedgerSettings()))
+    typer.echo("database is at the latest migration", err=True)
+
+
+@program_app.command("create")
+def program_create(name: Annotated[str, typer.Argument(help="The program's name")]) -> None:
+    """Create a program; prints its id and API keys as JSON (keys are shown only once)."""
+    if not name.strip():
+        raise typer.BadParameter("must not be blank", param_hint="NAME")
+    dsn = _dsn(LedgerSettings())
+    migrate(dsn)
+
+    async def run() -> dict[str, Any]:
+        conn = await connect(dsn)
+        try:
+            created = await create_program(conn, name.strip())
+        finally:
+            await conn.close()
+        return {"program_id": str(created.program_id), "api_keys": created.api_keys}
+
+    typer.echo(json.dumps(asyncio.run(run()), indent=2))
+
+
+@program_app.command("ensure-demo")
+def program_ensure_demo(
+    state_file: Annotated[Path, typer.Option(help="Where the demo program's keys are kept")],
+) -> None:
+    """Create the demo program once; later calls print the kept keys."""
+    dsn = _dsn(LedgerSettings())
+    migrate(dsn)
+
+    async def run() -> dict[str, Any]:
+        conn = await connect(dsn)
+        try:
+            if state_file.exists():
+                kept = json.loads(state_file.read_text())
+                if await conn.fetchval("SELECT 1 FROM programs WHERE program_id = $1",
+                                       UUID(kept["program_id"])):
+                    return dict(kept)
+            created = await create_program(conn, "Demo Club")
+        finally:
+            await conn.close()
+        demo = {"program_id": str(created.program_id), "api_keys": created.api_keys}
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(json.dumps(demo, indent=2))
+        state_file.chmod(0o600)
+        return demo
+
+    typer.echo(json.dumps(asyncio.run(run()), indent=2))
+
+
+@projections_app.command("rebuild")
+def projections_rebuild() -> None:
+    """Rebuild members, lots, transactions and cards from the events, then verify."""
+    dsn = _dsn(LedgerSettings())
+
+    async def run() -> None:
+        conn = await connect(dsn)
+        try:
+            configs = {
+                r["program_id"]: ProgramDocument.model_validate(r["config"]).to_domain()
+                for r in await conn.fetch("SELECT program_id, config FROM programs")
+            }
+            started = time.perf_counter()
+            async with conn.transaction():
+                count = await projections.rebuild(
+                    conn, configs,
+                    progress=lambda n: typer.echo(f"  {n} events folded", err=True))
+            seconds = time.perf_counter() - started
+            typer.echo(f"rebuilt projections from {count} events in {seconds:.1f}s"
+                       f" ({count / max(seconds, 1e-9):.0f} events/s)", err=True)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@app.command("clock")
+def clock(as_of: Annotated[datetime | None, typer.Option(help="Default: now")] = None) -> None:
+    """Run time-driven processing (activations, expiry, period ends) for every program."""
+    from ledger.service_layer.ledger import Ledger
+    from loyalty_common.db import create_pool
+
+    settings = LedgerSettings()
+    at = as_of or datetime.now(UTC)
+    if at.tzinfo is None:
+        raise typer.BadParameter("give a time zone, e.g. 2026-01-01T00:00:00+00:00",
+                                 param_hint="--as-of")
+
+    async def run() -> dict[str, Any]:
+        pool = await create_pool(_dsn(settings))
+        try:
+            ledger = Ledger(pool, allow_future_as_of=settings.allow_future_as_of)
+            return await ledger.run_clock(ledger.check_as_of(at))
+        finally:
+            await pool.close()
+
+    typer.echo(json.dumps(asyncio.run(run()), indent=2))
+
+
+@app.command("serve")
+def serve() -> None:
+    """Run the ledger's HTTP API (LEDGER_HOST, LEDGER_PORT)."""
+    import uvicorn
+
+    from ledger.entrypoints.api import create_app
+
+    settings = LedgerSettings()
+    if settings.database_url is None:
+        # Resolve the embedded server here, so that this process holds it for its lifetime.
+        settings = settings.model_copy(update={"database_url": _dsn(settings)})
+    migrate(settings.database_url or "")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level="warning", access_log=False, loop="uvloop", http="httptools")
+
+
+if __name__ == "__main__":
+    sys.exit(app())

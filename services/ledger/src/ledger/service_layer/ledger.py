@@ -1,0 +1,465 @@
+"""Use cases of the ledger: member commands and queries over the event store.
+
+Every member command runs as: load (one round trip), decide in the pure domain, save
+(one round trip, guarded by the stream version). A lost race is retried inside a
+transaction that locks the member row, so hot members converge instead of spinning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from ledger.adapters import repository
+from ledger.adapters.codec import profile_of
+from ledger.adapters.repository import EventMeta, IdempotencyRecord, Loaded
+from ledger.domain.account import Balance, MemberAccount, Purchase
+from ledger.domain.errors import CardAlreadyLinkedError, CardNotLinkedError
+from ledger.domain.events import EarnReversed, MemberEnrolled
+from ledger.domain.program import ProgramConfig
+from ledger.service_layer.errors import (
+    AsOfInFutureError,
+    ContentionError,
+    DuplicateOrderError,
+    IdempotencyInProgressError,
+    IdempotencyKeyReusedError,
+    MemberExistsError,
+    NotFoundError,
+)
+from ledger.service_layer.program_document import ProgramDocument
+
+_ATTEMPTS = 5
+_CLOCK_CONCURRENCY = 4
+_FUTURE_TOLERANCE = timedelta(seconds=5)
+
+Outcome = tuple[int, dict[str, Any]]
+Decide = Callable[[MemberAccount, ProgramConfig, Loaded, datetime], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    program_id: UUID
+    actor: str
+    correlation_id: str
+    idempotency_key: str | None = None
+    request_hash: bytes | None = None
+    reason: str | None = None
+    causation_id: str | None = None
+
+
+def _balance_summary(account: MemberAccount) -> dict[str, int]:
+    return {
+        "available": account.available,
+        "pending": account.pending,
+        "debt": account.debt,
+        "lifetime_earned": account.lifetime_earned,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+class Ledger:
+    def __init__(self, pool: asyncpg.Pool, *, allow_future_as_of: bool) -> None:
+        self.pool = pool
+        self.allow_future_as_of = allow_future_as_of
+        self._configs: dict[UUID, tuple[int, ProgramConfig]] = {}
+        self._in_flight: set[tuple[UUID, str]] = set()
+
+    def _config(self, program_id: UUID, loaded: Loaded) -> ProgramConfig:
+        cached = self._configs.get(program_id)
+        if cached is not None and cached[0] == loaded.config_version:
+            return cached[1]
+        config = ProgramDocument.model_validate(loaded.config).to_domain()
+        self._configs[program_id] = (loaded.config_version, config)
+        return config
+
+    def check_as_of(self, as_of: datetime | None) -> datetime:
+        now = datetime.now(UTC)
+        if as_of is None:
+            return now
+        if as_of > now + _FUTURE_TOLERANCE and not self.allow_future_as_of:
+            raise AsOfInFutureError("as_of lies in the future", field="as_of")
+        return as_of
+
+    # -- the command runner -------------------------------------------------------------
+
+    async def _run(self, ctx: RequestContext, decide: Decide, *, status: int = 201,
+                   enrol: Callable[[Loaded, datetime], MemberAccount] | None = None,
+                   **load: Any) -> Outcome:
+        flight = (ctx.program_id, ctx.idempotency_key) if ctx.idempotency_key else None
+        if flight is not None:
+            # A twin still in flight in this process; twins in other processes meet at
+            # the idempotency key's primary key and get the first response.
+            if flight in self._in_flight:
+                raise IdempotencyInProgressError(
+                    "a request with this Idempotency-Key is still being processed")
+            self._in_flight.add(flight)
+        try:
+            for attempt in range(_ATTEMPTS):
+                async with self.pool.acquire() as conn:
+                    try:
+                        if attempt == 0:
+                            outcome = await self._attempt(conn, ctx, decide, status, enrol,
+                                                          load, locked=False)
+                        else:
+                            async with conn.transaction():
+                                outcome = await self._attempt(conn, ctx, decide, status, enrol,
+                                                              load, locked=True)
+                    except asyncpg.UniqueViolationError as exc:
+                        self._raise_for_constraint(exc)
+                        continue
+                if outcome is not None:
+                    return outcome
+            raise ContentionError("the member is being changed by many requests; retry")
+        finally:
+            if flight is not None:
+                self._in_flight.discard(flight)
+
+    @staticmethod
+    def _raise_for_constraint(exc: asyncpg.UniqueViolationError) -> None:
+        constraint = exc.constraint_name
+        if constraint == "transactions_one_earn_per_order":
+            raise DuplicateOrderError("this order has already earned points for the member")
+        if constraint == "members_program_id_external_id_key":
+            raise MemberExistsError("a member with this external_id exists")
+        if constraint == "cards_pkey":
+            raise CardAlreadyLinkedError("the card is linked to another member")
+        if constraint not in ("idempotency_keys_pkey", "members_pkey"):
+            raise exc
+
+    async def _attempt(self, conn: asyncpg.Connection, ctx: RequestContext, decide: Decide,
+                       status: int, enrol: Callable[[Loaded, datetime], MemberAccount] | None,
+                       load: dict[str, Any], *, locked: bool) -> Outcome | None:
+        loaded = await repository.load_member(
+            conn, ctx.program_id, idempotency_key=ctx.idempotency_key, for_update=locked, **load)
+        if loaded is None:
+            raise NotFoundError("program_not_found", "the program does not exist")
+        if ctx.idempotency_key is not None and loaded.idempotency is not None:
+            stored = loaded.idempotency
+            if ctx.request_hash is not None and stored["hash"] == ctx.request_hash.hex():
+                return stored["status"], stored["response"]
+            raise IdempotencyKeyReusedError(
+                "this Idempotency-Key was used with a different request")
+        config = self._config(ctx.program_id, loaded)
+        now = datetime.now(UTC)
+        if enrol is not None:
+            account = enrol(loaded, now)
+        elif loaded.account is None:
+            raise NotFoundError("member_not_found", "no such member in this program")
+        else:
+            account = loaded.account
+        if load.get("order_id") and loaded.order_seen:
+            raise DuplicateOrderError("this order has already earned points for the member")
+        body = decide(account, config, loaded, now)
+        if not account.new_events:
+            return status, body
+        record = None
+        if ctx.idempotency_key is not None and ctx.request_hash is not None:
+            record = IdempotencyRecord(ctx.idempotency_key, ctx.request_hash, status, body)
+        meta = EventMeta(actor=ctx.actor, correlation_id=ctx.correlation_id, recorded_at=now,
+                         reason=ctx.reason, causation_id=ctx.causation_id)
+        saved = await repository.save_member(
+            conn, ctx.program_id, account, next_period_end=account.next_period_end(config),
+            meta=meta, idempotency=record)
+        return (status, body) if saved else None
+
+    # -- member commands ----------------------------------------------------------------
+
+    async def enrol(self, ctx: RequestContext, *, external_id: str,
+                    profile: dict[str, Any]) -> Outcome:
+        member_id = str(uuid4())
+
+        def new_account(loaded: Loaded, now: datetime) -> MemberAccount:
+            if loaded.external_owner is not None:
+                raise MemberExistsError("a member with this external_id exists",
+                                        member_id=loaded.external_owner)
+            return MemberAccount.enrol(MemberEnrolled(
+                member_id=member_id, external_id=external_id, enrolled_at=now, **profile))
+
+        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
+                   now: datetime) -> dict[str, Any]:
+            return self._member_view(account, [])
+
+        return await self._run(ctx, decide, enrol=new_account, member_id=UUID(member_id),
+                               external_id=external_id)
+
+    async def link_card(self, ctx: RequestContext, member_id: UUID, card_token: str) -> Outcome:
+        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
+                   now: datetime) -> dict[str, Any]:
+            if loaded.card_owner not in (None, account.member_id):
+                raise CardAlreadyLinkedError("the card is linked to another member",
+                                             field="card_token")
+            account.link_card(card_token)
+            return {"member_id": account.member_id, "card_token": card_token,
+                    "cards": sorted(account.cards)}
+
+        return await self._run(ctx, decide, member_id=member_id, load_cards=True,
+                               link_card_token=card_token)
+
+    async def unlink_card(self, ctx: RequestContext, member_id: UUID, card_token: str) -> Outcome:
+        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
+                   now: datetime) -> dict[str, Any]:
+            if card_token not in account.cards:
+                raise CardNotLinkedError("the card is not linked to this member")
+            account.unlink_card(card_token)
+            return {"member_id": account.member_id, "cards": sorted(account.cards)}
+
+        return await self._run(ctx, decide, status=200, member_id=member_id, load_cards=True)
+
+    async def earn(self, ctx: RequestContext, purchase: Purchase, *,
+                   member_id: UUID | None = None, card_token: str | None = None) -> Outcome:
+        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
+                   now: datetime) -> dict[str, Any]:
+            event = account.earn_purchase(purchase, config, transaction_id=str(uuid4()),
+                                          lot_id=str(uuid4()), now=now)
+            return self._earn_view(account, event)
+
+        return await self._run(ctx, decide, member_id=member_id, card_token=card_token,
+                               order_id=purchase.order_id)
+
+    async def earn_bonus(self, ctx: RequestContext, *, points: int, qualifying: bool,
+                         occurred_at: datetime | None, member_id: UUID | None = None,
+                         card_token: str | None = None) -> Outcome:
+        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
+                   now: datetime) -> dict[str, Any]:
+            event = account.earn_bonus(points, ctx.reason or "bonus", config,
+                                       qualifying=qualifying, transaction_id=str(uuid4()),
+                                       lot_id=str(uuid4()), occurred_at=occurred_at or now,
+                                       now=now)
+            return self._earn_view(account, event)
+
+        return await self._run(ctx, decide, member_id=member_id, card_token=card_token)
+
+    async def redeem(self, ctx: RequestContext, member_id: UUID, *, points: int,
+                     reward: str | None, order_id: str | None) -> Outcome:
+        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
+                   now: datetime) -> dict[str, Any]:
+            account.advance_to(now, config)
+            event = account.redeem(points, transaction_id=str(uuid4()), now=now, reward=reward,
+                                   order_id=order_id)
+            return {
+                "transaction_id": event.transaction_id,
+                "member_id": account.member_id,
+                "points": event.points,
+                "allocations": [
+                    {"lot_id": a.lot_id, "points": a.points,
+                     "expires_at": _iso(account.lots[a.lot_id].expires_at)}
+                    for a in event.allocations
+                ],
+                "balance": _balance_summary(account),
+            }
+
+        return await self._run(ctx, decide, member_id=member_id, load_lots=True)
+
+    async def adjust(self, ctx: RequestContext, member_id: UUID, *, points: int) -> Outcome:
+        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
+                   now: datetime) -> dict[str, Any]:
+            account.advance_to(now, config)
+            event = account.adjust(points, config, transaction_id=str(uuid4()),
+                                   lot_id=str(uuid4()), now=now)
+            return {"transaction_id": event.transaction_id, "member_id": account.member_id,
+                    "points": event.points, "reason": ctx.reason,
+                    "balance": _balance_summary(account)}
+
+        return await self._run(ctx, decide, member_id=member_id, load_lots=True)
+
+    async def reverse(self, ctx: RequestContext, transaction_id: UUID, *, points: int | None,
+                      amount: Decimal | None) -> Outcome:
+        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
+                   now: datetime) -> dict[str, Any]:
+            account.advance_to(now, config)
+            event = account.reverse(str(transaction_id), config, transaction_id=str(uuid4()),
+                                    now=now, points=points, amount=amount)
+            taken = sum(a.points for a in event.allocations)
+            earn = isinstance(event, EarnReversed)
+            body: dict[str, Any] = {
+                "transaction_id": event.transaction_id,
+                "original_transaction_id": str(transaction_id),
+                "member_id": account.member_id,
+                "kind": "earn_reversal" if earn else "redemption_reversal",
+                "points": event.points,
+                "points_taken": taken if earn else 0,
+                "points_returned": 0 if earn else taken,
+                "debt_recorded": getattr(event, "debt_recorded", 0),
+                "forgiven": getattr(event, "forgiven", 0),
+                "balance": _balance_summary(account),
+            }
+            return body
+
+        return await self._run(ctx, decide, transaction_id=transaction_id, load_lots=True)
+
+    async def run_clock(self, as_of: datetime, program_id: UUID | None = None,
+                        *, actor: str = "clock", correlation_id: str | None = None
+                        ) -> dict[str, Any]:
+        """All time-driven processing up to ``as_of``, member by member."""
+        due = await self.pool.fetch(
+            """SELECT m.member_id, m.program_id FROM members m
+                WHERE ($2::uuid IS NULL OR m.program_id = $2) AND m.member_id IN (
+                    SELECT member_id FROM lots WHERE pending AND available_at <= $1
+                    UNION SELECT member_id FROM lots WHERE remaining > 0 AND expires_at <= $1
+                    UNION SELECT member_id FROM members WHERE next_period_end <= $1)""",
+            as_of, program_id,
+        )
+        counts: Counter[str] = Counter()
+        gate = asyncio.Semaphore(_CLOCK_CONCURRENCY)
+        correlation = correlation_id or str(uuid4())
+
+        async def advance(member_id: UUID, member_program: UUID) -> None:
+            def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
+                       now: datetime) -> dict[str, Any]:
+                for event in account.advance_to(as_of, config):
+                    counts[type(event).__name__] += 1
+                return {}
+
+            ctx = RequestContext(program_id=member_program, actor=actor,
+                                 correlation_id=correlation, reason="clock")
+            async with gate:
+                await self._run(ctx, decide, member_id=member_id, load_lots=True,
+                                lots_until=as_of)
+
+        await asyncio.gather(*(advance(r["member_id"], r["program_id"]) for r in due))
+        return {"as_of": as_of.isoformat(), "members": len(due), "events": dict(counts)}
+
+    # -- queries ------------------------------------------------------------------------
+
+    async def _load(self, program_id: UUID, member_id: UUID, **load: Any
+                    ) -> tuple[MemberAccount, ProgramConfig]:
+        async with self.pool.acquire() as conn:
+            loaded = await repository.load_member(conn, program_id, member_id=member_id, **load)
+        if loaded is None or loaded.account is None:
+            raise NotFoundError("member_not_found", "no such member in this program")
+        return loaded.account, self._config(program_id, loaded)
+
+    async def member(self, program_id: UUID, member_id: UUID) -> dict[str, Any]:
+        account, _ = await self._load(program_id, member_id, load_cards=True)
+        return self._member_view(account, sorted(account.cards))
+
+    async def balance(self, program_id: UUID, member_id: UUID,
+                      as_of: datetime | None) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        at = self.check_as_of(as_of)
+        if at < now - _FUTURE_TOLERANCE:
+            account, config = await self._load(program_id, member_id)
+            async with self.pool.acquire() as conn:
+                records = await repository.member_events(conn, member_id, until=at)
+                if not records:  # not yet enrolled then: the enrolment alone, a zero balance
+                    records = await repository.member_events(conn, member_id, limit=1)
+            account = repository.fold(records)
+        else:
+            account, config = await self._load(
+                program_id, member_id, load_lots=True,
+                lots_until=at + timedelta(days=91))
+        return self._balance_view(account.member_id, at, account.balance(at, config))
+
+    async def member_events(self, program_id: UUID, member_id: UUID, *, after: int,
+                            limit: int) -> dict[str, Any]:
+        await self._load(program_id, member_id)
+        async with self.pool.acquire() as conn:
+            records = await repository.member_events(conn, member_id, after_version=after,
+                                                     limit=limit)
+        events = [_event_view(r) for r in records]
+        return {"events": events,
+                "next_cursor": str(events[-1]["version"]) if len(events) == limit else None}
+
+    async def feed(self, program_id: UUID, *, after: int, limit: int) -> dict[str, Any]:
+        # Only positions below the oldest transaction still running are safe to hand out:
+        # a transaction that took a lower position may commit after a higher one.
+        records = await self.pool.fetch(
+            """SELECT position, event_id, stream_id, version, type, data, occurred_at,
+                      recorded_at, actor, reason, correlation_id, causation_id
+                 FROM events
+                WHERE program_id = $1 AND position > $2
+                  AND xact_id < pg_snapshot_xmin(pg_current_snapshot())
+                ORDER BY position LIMIT $3""",
+            program_id, after, limit,
+        )
+        events = [_event_view(r) for r in records]
+        return {"events": events,
+                "next_cursor": str(events[-1]["position"]) if events else str(after)}
+
+    async def transaction(self, program_id: UUID, transaction_id: UUID) -> dict[str, Any]:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM transactions WHERE transaction_id = $1 AND program_id = $2",
+            transaction_id, program_id)
+        if row is None:
+            raise NotFoundError("transaction_not_found", "no such transaction in this program")
+        return {
+            "transaction_id": str(row["transaction_id"]), "member_id": str(row["member_id"]),
+            "kind": row["kind"], "points": row["points"],
+            "occurred_at": _iso(row["occurred_at"]), "order_id": row["order_id"],
+            "amount": str(row["amount"]) if row["amount"] is not None else None,
+            "currency": row["currency"], "reversed_points": row["reversed_points"],
+            "reversed_amount": str(row["reversed_amount"]),
+        }
+
+    # -- views --------------------------------------------------------------------------
+
+    @staticmethod
+    def _member_view(account: MemberAccount, cards: list[str]) -> dict[str, Any]:
+        return {
+            "member_id": account.member_id,
+            "external_id": account.external_id,
+            "enrolled_at": _iso(account.enrolled_at),
+            **profile_of(account),
+            "cards": cards,
+            "balance": _balance_summary(account),
+        }
+
+    @staticmethod
+    def _earn_view(account: MemberAccount, event: Any) -> dict[str, Any]:
+        return {
+            "transaction_id": event.transaction_id,
+            "member_id": account.member_id,
+            "points": event.points,
+            "qualifying_points": event.qualifying_points,
+            "status": "pending" if event.available_at else "available",
+            "available_at": _iso(event.available_at),
+            "expires_at": _iso(event.expires_at),
+            "debt_paid": event.debt_paid,
+            "breakdown": [{"rule": b.rule, "points": b.points, "detail": b.detail}
+                          for b in event.breakdown],
+            "balance": _balance_summary(account),
+        }
+
+    @staticmethod
+    def _balance_view(member_id: str, as_of: datetime, balance: Balance) -> dict[str, Any]:
+        return {
+            "member_id": member_id,
+            "as_of": as_of.isoformat(),
+            "available": balance.available,
+            "pending": balance.pending,
+            "debt": balance.debt,
+            "lifetime_earned": balance.lifetime_earned,
+            "qualifying_points": balance.qualifying_points,
+            "qualification_period": {"start": _iso(balance.qualification_period_start),
+                                     "end": _iso(balance.qualification_period_end)},
+            "expiring": [{"date": d, "points": p} for d, p in balance.expiring],
+        }
+
+
+def _event_view(record: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "position": record["position"],
+        "event_id": str(record["event_id"]),
+        "stream_id": record["stream_id"],
+        "version": record["version"],
+        "type": record["type"],
+        "occurred_at": _iso(record["occurred_at"]),
+        "recorded_at": _iso(record["recorded_at"]),
+        "actor": record["actor"],
+        "reason": record["reason"],
+        "correlation_id": record["correlation_id"],
+        "causation_id": record["causation_id"],
+        "data": record["data"],
+    }
+
