@@ -8,15 +8,24 @@ import asyncpg
 import orjson
 
 
-def _encode_json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+def _encode_json(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    return b"\x01" + orjson.dumps(value)  # jsonb's binary format: a version byte, then text
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return orjson.loads(data[1:])
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
-    for type_name in ("json", "jsonb"):
-        await connection.set_type_codec(
-            type_name, encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
-        )
+    # Binary codecs: COPY (projection rebuilds) needs them, and they skip a text round.
+    await connection.set_type_codec("json", encoder=_encode_json, decoder=orjson.loads,
+                                    schema="pg_catalog", format="binary")
+    await connection.set_type_codec("jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb,
+                                    schema="pg_catalog", format="binary")
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

@@ -293,7 +293,8 @@ class MemberAccount:
             reversed_amount += amount
             target = (original.points if reversed_amount == original.amount
                       else int(original.points * reversed_amount / original.amount))
-            points = target - original.reversed_points
+            # Earlier reversals by points may already cover this share of the amount.
+            points = max(0, target - original.reversed_points)
         elif points is None:
             points = reversible
             if original.amount is not None:
@@ -374,8 +375,9 @@ class MemberAccount:
                 due.append((lot.available_at, 0, lot.lot_id))
             if lot.remaining > 0 and lot.expires_at <= as_of:
                 due.append((lot.expires_at, 1, lot.lot_id))
-        closed = self.periods_closed_until or self.qualification_period(
-            self.enrolled_at, config)[0]
+        # Before any period closed, the next one to close is the one enrolment falls in
+        # (the start of that period would name an earlier rolling window).
+        closed = self.periods_closed_until or self.enrolled_at
         while True:
             start, end = period_containing(closed, config.qualification_kind,
                                            self.enrolled_at, config.time_zone)
@@ -547,7 +549,7 @@ class MemberAccount:
                                  config.time_zone)
 
     def next_period_end(self, config: ProgramConfig) -> datetime:
-        closed = self.periods_closed_until or self.qualification_period(self.enrolled_at, config)[0]
+        closed = self.periods_closed_until or self.enrolled_at
         return self.qualification_period(closed, config)[1]
 
     def _qualifying_between(self, start: datetime, end: datetime, config: ProgramConfig) -> int:

@@ -1,0 +1,74 @@
+"""Test fixtures' building blocks: a real database and real service processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from loyalty_common.embedded import EmbeddedPostgres, _create_database
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A fresh, empty database: on TEST_DATABASE_URL's server if set, else an embedded one."""
+    admin = os.environ.get("TEST_DATABASE_URL")
+    server = None
+    if not admin:
+        server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="loyalty-pg-")),
+                                  delete_on_exit=True)
+        admin = server.dsn()
+    name = f"loyalty_test_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_create_database(admin, name))
+    base, _, query = admin.partition("?")
+    base = base.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}" + (f"?{query}" if query else "")
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@contextmanager
+def running_process(args: list[str], env: dict[str, str], health_url: str,
+                    log_path: Path, timeout: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a service process, wait until ``health_url`` answers 200, stop it afterwards."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(args, env={**os.environ, **env}, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{args[0]} exited: {log_path.read_text()[-3000:]}")
+                try:
+                    if httpx.get(health_url, timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{args[0]} did not start: {log_path.read_text()[-3000:]}")
+                time.sleep(0.1)
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -1,0 +1,105 @@
+"""Integration fixtures: a real PostgreSQL (embedded unless TEST_DATABASE_URL is set) and
+the ledger running as a real HTTP server process on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from loyalty_common.db import connect
+from loyalty_common.testing import free_port, running_process, fresh_database
+
+from ledger.entrypoints.cli import migrate
+from ledger.service_layer.programs import create_program
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with fresh_database() as dsn:
+        migrate(dsn)
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def ledger_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    loyalty = shutil.which("loyalty", path=str(Path(sys.executable).parent))
+    assert loyalty is not None
+    env = {"DATABASE_URL": database_url, "LEDGER_PORT": str(port), "LOYALTY_ENV": "dev",
+           "LEDGER_CLOCK_INTERVAL_SECONDS": "0", "LOG_LEVEL": "WARNING"}
+    log = tmp_path_factory.mktemp("ledger") / "ledger.log"
+    url = f"http://127.0.0.1:{port}"
+    with running_process([loyalty, "serve"], env, f"{url}/healthz", log):
+        yield url
+
+
+@dataclass
+class Program:
+    program_id: str
+    admin_key: str
+    checkout_key: str
+    url: str
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30,
+                            headers={"Authorization": f"Bearer {key or self.admin_key}"})
+
+    def async_client(self, key: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=60,
+                                 headers={"Authorization": f"Bearer {key or self.admin_key}"},
+                                 **kwargs)
+
+
+def new_program(database_url: str, url: str, name: str = "Test Club") -> Program:
+    async def run() -> Program:
+        conn = await connect(database_url)
+        try:
+            created = await create_program(conn, name)
+        finally:
+            await conn.close()
+        return Program(str(created.program_id), created.api_keys[0]["key"],
+                       created.api_keys[1]["key"], url)
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def program(database_url: str, ledger_url: str) -> Program:
+    return new_program(database_url, ledger_url)
+
+
+@pytest.fixture
+def api(program: Program) -> Iterator[httpx.Client]:
+    with program.client() as client:
+        yield client
+
+
+def idem() -> dict[str, str]:
+    return {"Idempotency-Key": str(uuid.uuid4())}
+
+
+def enrol(api: httpx.Client, **fields: Any) -> str:
+    body = {"external_id": f"ext-{uuid.uuid4().hex[:10]}", **fields}
+    response = api.post("/v1/members", json=body, headers=idem())
+    assert response.status_code == 201, response.text
+    return str(response.json()["member_id"])
+
+
+def purchase(amount: str = "100.00", **fields: Any) -> dict[str, Any]:
+    return {"order_id": f"o-{uuid.uuid4().hex[:10]}", "amount": amount, "currency": "NOK",
+            "occurred_at": "2026-11-01T12:00:00Z", "channel": "store", **fields}
+
+
+def earn(api: httpx.Client, member_id: str, amount: str = "100.00", **fields: Any) -> Any:
+    response = api.post(f"/v1/members/{member_id}/earn", json=purchase(amount, **fields),
+                        headers=idem())
+    assert response.status_code == 201, response.text
+    return response.json()

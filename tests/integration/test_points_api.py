@@ -1,0 +1,245 @@
+"""The REST API end to end: real HTTP server, real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from tests.integration.conftest import Program, earn, enrol, idem, new_program, purchase
+
+
+def test_healthz_needs_no_key(ledger_url: str) -> None:
+    assert httpx.get(f"{ledger_url}/healthz").status_code == 200
+
+
+def test_missing_unknown_and_underscoped_keys(program: Program) -> None:
+    bare = httpx.get(f"{program.url}/v1/program")
+    assert bare.status_code == 401 and bare.json()["code"] == "unauthorized"
+    assert bare.headers["content-type"] == "application/problem+json"
+    with program.client("lk_nope_nope") as client:
+        assert client.get("/v1/program").status_code == 401
+    with program.client(program.checkout_key) as client:
+        denied = client.get("/v1/program")
+        assert denied.status_code == 403 and denied.json()["code"] == "forbidden"
+
+
+def test_earn_redeem_reverse_and_balance(api: httpx.Client) -> None:
+    member = enrol(api, email="kari@example.no", consents={"email": True})
+    earned = earn(api, member, "499.90")
+    assert earned["points"] == 499
+    assert earned["status"] == "available"
+    assert earned["balance"]["available"] == 499
+    assert earned["breakdown"][0]["rule"] == "base"
+
+    redeemed = api.post(f"/v1/members/{member}/redeem", json={"points": 200}, headers=idem())
+    assert redeemed.status_code == 201, redeemed.text
+    assert redeemed.json()["balance"]["available"] == 299
+
+    short = api.post(f"/v1/members/{member}/redeem", json={"points": 300}, headers=idem())
+    assert short.status_code == 409
+    assert short.json()["code"] == "insufficient_points" and short.json()["available"] == 299
+
+    back = api.post(f"/v1/transactions/{redeemed.json()['transaction_id']}/reverse",
+                    json={"points": 50}, headers=idem())
+    assert back.status_code == 201, back.text
+    assert back.json()["balance"]["available"] == 349
+
+    refund = api.post(f"/v1/transactions/{earned['transaction_id']}/reverse",
+                      json={"amount": "100.00"}, headers=idem())
+    assert refund.status_code == 201, refund.text
+    assert refund.json()["points"] == 99  # floor(499 * 100.00 / 499.90)
+
+    balance = api.get(f"/v1/members/{member}/balance").json()
+    assert balance["available"] == 250
+    assert balance["lifetime_earned"] == 400
+    assert balance["qualifying_points"] == 400
+    assert balance["debt"] == 0
+
+
+def test_reversal_never_exceeds_the_original(api: httpx.Client) -> None:
+    member = enrol(api)
+    earned = earn(api, member, "300")
+    tx = earned["transaction_id"]
+    assert api.post(f"/v1/transactions/{tx}/reverse", json={"points": 200},
+                    headers=idem()).status_code == 201
+    over = api.post(f"/v1/transactions/{tx}/reverse", json={"points": 101}, headers=idem())
+    assert over.status_code == 409 and over.json()["code"] == "reversal_exceeds_original"
+    rest = api.post(f"/v1/transactions/{tx}/reverse", headers=idem())
+    assert rest.status_code == 201 and rest.json()["points"] == 100
+    again = api.post(f"/v1/transactions/{tx}/reverse", headers=idem())
+    assert again.status_code == 409 and again.json()["code"] == "not_reversible"
+
+
+def test_debt_policy_records_shortfall_and_next_earn_pays_it(api: httpx.Client) -> None:
+    member = enrol(api)
+    earned = earn(api, member, "1000")
+    api.post(f"/v1/members/{member}/redeem", json={"points": 900}, headers=idem())
+    refund = api.post(f"/v1/transactions/{earned['transaction_id']}/reverse", headers=idem())
+    assert refund.json()["debt_recorded"] == 900
+    assert refund.json()["balance"] == {"available": 0, "pending": 0, "debt": 900,
+                                        "lifetime_earned": 0}
+    paid = earn(api, member, "1000")
+    assert paid["debt_paid"] == 900
+    assert paid["balance"]["available"] == 100 and paid["balance"]["debt"] == 0
+
+
+def test_idempotent_replay_and_key_reuse(api: httpx.Client) -> None:
+    member = enrol(api)
+    body = purchase("250")
+    headers = idem()
+    first = api.post(f"/v1/members/{member}/earn", json=body, headers=headers)
+    second = api.post(f"/v1/members/{member}/earn", json=body, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert first.json() == second.json()
+    changed = api.post(f"/v1/members/{member}/earn", json={**body, "amount": "251"},
+                       headers=headers)
+    assert changed.status_code == 422 and changed.json()["code"] == "idempotency_key_reused"
+    duplicate = api.post(f"/v1/members/{member}/earn", json=body, headers=idem())
+    assert duplicate.status_code == 409 and duplicate.json()["code"] == "duplicate_order"
+    assert api.get(f"/v1/members/{member}/balance").json()["available"] == 250
+
+
+def test_other_programs_members_are_not_found(api: httpx.Client, database_url: str,
+                                              ledger_url: str) -> None:
+    member = enrol(api)
+    tx = earn(api, member)["transaction_id"]
+    other = new_program(database_url, ledger_url, "Other Club")
+    with other.client() as client:
+        assert client.get(f"/v1/members/{member}").status_code == 404
+        assert client.get(f"/v1/members/{member}/balance").json()["code"] == "member_not_found"
+        assert client.post(f"/v1/transactions/{tx}/reverse", headers=idem()).status_code == 404
+        assert client.post(f"/v1/members/{member}/earn", json=purchase(),
+                           headers=idem()).status_code == 404
+
+
+def test_card_linked_earning(api: httpx.Client) -> None:
+    member, other = enrol(api), enrol(api)
+    token = f"tok_{uuid.uuid4().hex}"
+    linked = api.post(f"/v1/members/{member}/cards", json={"card_token": token}, headers=idem())
+    assert linked.status_code == 201 and linked.json()["cards"] == [token]
+    taken = api.post(f"/v1/members/{other}/cards", json={"card_token": token}, headers=idem())
+    assert taken.status_code == 409 and taken.json()["code"] == "card_linked_to_other_member"
+    earned = api.post(f"/v1/cards/{token}/earn", json=purchase("80"), headers=idem())
+    assert earned.status_code == 201 and earned.json()["member_id"] == member
+    unknown = api.post("/v1/cards/tok_unknown_card/earn", json=purchase("80"), headers=idem())
+    assert unknown.status_code == 404
+
+
+def test_bonus_needs_ops_scope_and_adjust_needs_reason(program: Program) -> None:
+    with program.client() as admin, program.client(program.checkout_key) as checkout:
+        member = enrol(admin)
+        bonus = {"points": 500, "reason": "welcome"}
+        denied = checkout.post(f"/v1/members/{member}/earn", json=bonus, headers=idem())
+        assert denied.status_code == 403
+        granted = admin.post(f"/v1/members/{member}/earn", json=bonus, headers=idem())
+        assert granted.status_code == 201 and granted.json()["qualifying_points"] == 0
+        no_reason = admin.post(f"/v1/members/{member}/adjust", json={"points": -10},
+                               headers=idem())
+        assert no_reason.status_code == 422
+        assert no_reason.json()["errors"][0]["field"] == "reason"
+        fixed = admin.post(f"/v1/members/{member}/adjust",
+                           json={"points": -10, "reason": "double-booked bonus"},
+                           headers=idem())
+        assert fixed.status_code == 201 and fixed.json()["balance"]["available"] == 490
+        events = admin.get(f"/v1/members/{member}/events").json()["events"]
+        assert events[-1]["type"] == "PointsAdjusted"
+        assert events[-1]["reason"] == "double-booked bonus"
+
+
+def test_pending_points_and_clock(api: httpx.Client) -> None:
+    config = api.get("/v1/program").json()
+    document = {k: v for k, v in config.items() if k not in ("program_id", "version")}
+    document["pending_days"] = 14
+    put = api.put("/v1/program", json=document, headers=idem())
+    assert put.status_code == 200, put.text
+    member = enrol(api)
+    occurred = datetime.now(UTC) - timedelta(days=1)
+    earned = earn(api, member, "300", occurred_at=occurred.isoformat())
+    assert earned["status"] == "pending"
+    assert earned["balance"] == {"available": 0, "pending": 300, "debt": 0,
+                                 "lifetime_earned": 300}
+    too_soon = api.post(f"/v1/members/{member}/redeem", json={"points": 1}, headers=idem())
+    assert too_soon.status_code == 409
+    as_of = (occurred + timedelta(days=14, seconds=1)).isoformat()
+    first = api.post("/v1/ops/clock", params={"as_of": as_of}, headers=idem())
+    assert first.status_code == 200
+    assert first.json()["events"].get("PendingPointsActivated") == 1
+    second = api.post("/v1/ops/clock", params={"as_of": as_of}, headers=idem())
+    assert second.json()["events"] == {}
+    assert api.get(f"/v1/members/{member}/balance").json()["available"] == 300
+
+
+def test_expiry_and_balance_as_of(api: httpx.Client) -> None:
+    member = enrol(api)
+    earn(api, member, "100", occurred_at="2026-11-01T12:00:00Z")
+    soon = api.get(f"/v1/members/{member}/balance",
+                   params={"as_of": "2028-10-01T00:00:00Z"}).json()
+    assert soon["available"] == 100
+    assert soon["expiring"] == [{"date": "2028-11-01", "points": 100}]
+    after = api.get(f"/v1/members/{member}/balance",
+                    params={"as_of": "2028-11-02T00:00:00Z"}).json()
+    assert after["available"] == 0
+    before = api.get(f"/v1/members/{member}/balance",
+                     params={"as_of": "2026-10-01T00:00:00Z"}).json()
+    assert before["available"] == 0
+
+
+def test_bad_input_names_the_field_and_writes_nothing(api: httpx.Client) -> None:
+    member = enrol(api)
+    cases = {
+        "amount": purchase("-5"),
+        "currency": purchase(currency="nok"),
+        "occurred_at": purchase(occurred_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat()),
+        "surprise": {**purchase(), "surprise": 1},
+    }
+    for field, body in cases.items():
+        response = api.post(f"/v1/members/{member}/earn", json=body, headers=idem())
+        assert response.status_code == 422, (field, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert field in response.text
+    malformed = api.post(f"/v1/members/{member}/earn", json=purchase("1.2.3"), headers=idem())
+    assert malformed.status_code == 422 and "amount" in malformed.text
+    unsupported = api.post(f"/v1/members/{member}/earn", json=purchase(currency="USD"),
+                           headers=idem())
+    assert unsupported.status_code == 422
+    assert unsupported.json()["code"] == "unsupported_currency"
+    huge = api.post(f"/v1/members/{member}/earn", content=b"{" + b" " * 70_000 + b"}",
+                    headers={**idem(), "content-type": "application/json"})
+    assert huge.status_code == 413 and huge.json()["code"] == "body_too_large"
+    no_key = api.post(f"/v1/members/{member}/earn", json=purchase())
+    assert no_key.status_code == 422 and "idempotency-key" in no_key.text.lower()
+    assert api.get(f"/v1/members/{member}/events").json()["events"][-1]["type"] == (
+        "MemberEnrolled")
+
+
+def test_program_configuration_is_validated_and_recorded(api: httpx.Client) -> None:
+    current = api.get("/v1/program").json()
+    document = {k: v for k, v in current.items() if k not in ("program_id", "version")}
+    bad = api.put("/v1/program", json={**document, "point_lifetime": {"kind": "rolling_months"}},
+                  headers=idem())
+    assert bad.status_code == 422 and "point_lifetime" in bad.text
+    bad_zone = api.put("/v1/program", json={**document, "time_zone": "Mars/Olympus"},
+                       headers=idem())
+    assert bad_zone.status_code == 422 and "time_zone" in bad_zone.text
+    good = api.put("/v1/program", json={**document, "rounding": "nearest"}, headers=idem())
+    assert good.status_code == 200 and good.json()["version"] == current["version"] + 1
+    feed = api.get("/v1/events", params={"limit": 1000}).json()["events"]
+    configured = [e for e in feed if e["type"] == "ProgramConfigured"]
+    assert configured[-1]["data"]["config"]["rounding"] == "nearest"
+
+
+def test_global_feed_pages_by_cursor(api: httpx.Client) -> None:
+    member = enrol(api)
+    for _ in range(5):
+        earn(api, member, "10")
+    seen: list[int] = []
+    cursor = "0"
+    while True:
+        page = api.get("/v1/events", params={"cursor": cursor, "limit": 3}).json()
+        if not page["events"]:
+            break
+        seen.extend(e["position"] for e in page["events"])
+        cursor = page["next_cursor"]
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) >= 7
