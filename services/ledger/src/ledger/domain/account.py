@@ -294,7 +294,7 @@ class MemberAccount:
             target = (original.points if reversed_amount == original.amount
                       else int(original.points * reversed_amount / original.amount))
             # Earlier reversals by points may already cover this share of the amount.
-            points = max(0, target - original.reversed_points)
+            points = target - original.reversed_points
         elif points is None:
             points = reversible
             if original.amount is not None:

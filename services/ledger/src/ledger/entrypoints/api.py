@@ -218,7 +218,9 @@ MembersWrite = Annotated[ApiKey, Depends(require("members:write"))]
 Ops = Annotated[ApiKey, Depends(require("ops"))]
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 RequestHash = Annotated[bytes, Depends(_request_hash)]
-Cursor = Annotated[int, Query(ge=0, le=2**62, description="from a previous next_cursor")]
+Cursor = Annotated[int, Query(ge=0, le=2**62, description="a previous page's next_cursor")]
+VersionCursor = Annotated[int, Query(ge=0, le=2**31 - 1,
+                                     description="a previous page's next_cursor")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
@@ -355,7 +357,7 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - the route table
 
     @app.get("/v1/members/{member_id}/events", tags=["events"])
     async def member_events(member_id: UUID, key: PointsRead, ledger: LedgerDep,
-                            cursor: Cursor = 0, limit: Limit = 100) -> JSONResponse:
+                            cursor: VersionCursor = 0, limit: Limit = 100) -> JSONResponse:
         return JSONResponse(await ledger.member_events(key.program_id, member_id,
                                                        after=cursor, limit=limit))
 
