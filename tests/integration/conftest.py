@@ -14,11 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-from loyalty_common.db import connect
-from loyalty_common.testing import free_port, running_process, fresh_database
-
 from ledger.entrypoints.cli import migrate
 from ledger.service_layer.programs import create_program
+from loyalty_common.db import connect
+from loyalty_common.testing import free_port, fresh_database, running_process
 
 
 @pytest.fixture(scope="session")

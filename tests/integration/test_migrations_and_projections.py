@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import asyncpg
-from loyalty_common.testing import fresh_database
-
 from ledger.adapters.projections import snapshot
 from ledger.entrypoints.cli import migrate
+from loyalty_common.testing import fresh_database
+
 from tests.integration.conftest import Program, earn, enrol, idem
 
 

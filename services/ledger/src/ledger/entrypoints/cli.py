@@ -127,8 +127,9 @@ def projections_rebuild() -> None:
 @app.command("clock")
 def clock(as_of: Annotated[datetime | None, typer.Option(help="Default: now")] = None) -> None:
     """Run time-driven processing (activations, expiry, period ends) for every program."""
-    from ledger.service_layer.ledger import Ledger
     from loyalty_common.db import create_pool
+
+    from ledger.service_layer.ledger import Ledger
 
     settings = LedgerSettings()
     at = as_of or datetime.now(UTC)

@@ -55,6 +55,7 @@ PastInstant = Annotated[AwareDatetime, AfterValidator(_not_future)]
 Identifier = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$")]
 Points = Annotated[int, Field(ge=1, le=MAX_POINTS)]
 Text = Annotated[str, Field(min_length=1, max_length=500)]
+Email = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 
 
 class _Body(BaseModel):
@@ -63,7 +64,7 @@ class _Body(BaseModel):
 
 class EnrolRequest(_Body):
     external_id: Identifier
-    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    email: Email | None = None
     phone: Annotated[str, Field(pattern=r"^\+[1-9]\d{6,14}$")] | None = None
     birthday: date | None = None
     locale: Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] | None = None
