@@ -30,7 +30,8 @@ class EmbeddedPostgres:
             )
 
     def dsn(self, database: str = "postgres") -> str:
-        return self._server.get_uri(database)
+        uri: str = self._server.get_uri(database)
+        return uri
 
     def ensure_database(self, database: str) -> str:
         """Create ``database`` if missing; return its DSN."""

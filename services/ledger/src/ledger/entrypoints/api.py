@@ -158,7 +158,8 @@ def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
     ) -> ApiKey:
         if credentials is None:
             raise ProblemError(401, "unauthorized", "an API key is required (Bearer)")
-        key = await request.app.state.keys.authenticate(credentials.credentials)
+        keys: KeyRing = request.app.state.keys
+        key = await keys.authenticate(credentials.credentials)
         if key is None:
             raise ProblemError(401, "unauthorized", "unknown or revoked API key")
         if scope not in key.scopes:
