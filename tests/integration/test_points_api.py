@@ -235,11 +235,37 @@ def test_global_feed_pages_by_cursor(api: httpx.Client) -> None:
     for _ in range(5):
         earn(api, member, "10")
     seen: list[int] = []
-    cursor = "0"
+    cursor = None
     while True:
-        page = api.get("/v1/events", params={"cursor": cursor, "limit": 3}).json()
-        if not page["events"]:
+        page = api.get("/v1/events", params={"limit": 3, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        if not page.json()["events"]:
             break
-        seen.extend(e["position"] for e in page["events"])
-        cursor = page["next_cursor"]
-    assert seen == sorted(seen) and len(seen) == len(set(seen)) >= 7
+        seen.extend(e["position"] for e in page.json()["events"])
+        cursor = page.json()["next_cursor"]
+    assert len(seen) == len(set(seen)) >= 7
+    bad = api.get("/v1/events", params={"cursor": "x"})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_cursor"
+
+
+def test_unknown_transaction_is_transaction_not_found(api: httpx.Client) -> None:
+    response = api.post(f"/v1/transactions/{uuid.uuid4()}/reverse", headers=idem())
+    assert response.status_code == 404
+    assert response.json()["code"] == "transaction_not_found"
+
+
+def test_enrolment_twins_get_one_member(program: Program) -> None:
+    import asyncio
+
+    body = {"external_id": f"twin-{uuid.uuid4().hex[:8]}"}
+    headers = idem()
+
+    async def burst() -> list[httpx.Response]:
+        async with program.async_client() as client:
+            return await asyncio.gather(*(client.post("/v1/members", json=body, headers=headers)
+                                          for _ in range(10)))
+
+    responses = asyncio.run(burst())
+    created = [r for r in responses if r.status_code == 201]
+    assert created and {r.status_code for r in responses} <= {201, 409}
+    assert len({r.json()["member_id"] for r in created}) == 1

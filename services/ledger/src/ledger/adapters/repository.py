@@ -272,7 +272,8 @@ async def member_events(
                   actor, reason, correlation_id, causation_id
              FROM events
             WHERE stream_id = $1 AND version > $2
-              AND ($4::timestamptz IS NULL OR least(occurred_at, recorded_at) <= $4)
+              AND ($4::timestamptz IS NULL OR version = 1
+                   OR least(occurred_at, recorded_at) <= $4)
             ORDER BY version LIMIT $3""",
         str(member_id), after_version, limit, until,
     ))

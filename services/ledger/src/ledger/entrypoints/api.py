@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
+import asyncpg
 import orjson
 import structlog
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
@@ -219,7 +220,8 @@ MembersWrite = Annotated[ApiKey, Depends(require("members:write"))]
 Ops = Annotated[ApiKey, Depends(require("ops"))]
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 RequestHash = Annotated[bytes, Depends(_request_hash)]
-Cursor = Annotated[int, Query(ge=0, le=2**62, description="a previous page's next_cursor")]
+FeedCursor = Annotated[str | None, Query(max_length=40,
+                                         description="a previous page's next_cursor")]
 VersionCursor = Annotated[int, Query(ge=0, le=2**31 - 1,
                                      description="a previous page's next_cursor")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -251,10 +253,15 @@ def _routes(app: FastAPI) -> None:
                     raise ProblemError(422, "idempotency_key_reused",
                                        "this Idempotency-Key was used with a different request")
                 return JSONResponse(stored["response"], status_code=stored["status_code"])
-            body = await configure_program(
-                conn, key.program_id, document, actor=key.key_id,
-                correlation_id=correlation_id or str(uuid4()),
-                idempotency=(idempotency_key, request_hash))
+            try:
+                body = await configure_program(
+                    conn, key.program_id, document, actor=key.key_id,
+                    correlation_id=correlation_id or str(uuid4()),
+                    idempotency=(idempotency_key, request_hash))
+            except asyncpg.UniqueViolationError:
+                # A twin committed first; its record answers (or refuses) this request.
+                return await put_program(document, key, ledger, idempotency_key,
+                                         request_hash, correlation_id)
         return JSONResponse(body)
 
     @app.post("/v1/members", status_code=201, tags=["members"])
@@ -363,13 +370,12 @@ def _routes(app: FastAPI) -> None:
                                                        after=cursor, limit=limit))
 
     @app.get("/v1/events", tags=["events"])
-    async def feed(key: Ops, ledger: LedgerDep, cursor: Cursor = 0,
+    async def feed(key: Ops, ledger: LedgerDep, cursor: FeedCursor = None,
                    limit: Limit = 100) -> JSONResponse:
-        return JSONResponse(await ledger.feed(key.program_id, after=cursor, limit=limit))
+        return JSONResponse(await ledger.feed(key.program_id, cursor=cursor, limit=limit))
 
     @app.post("/v1/ops/clock", tags=["ops"])
-    async def clock(key: Ops, ledger: LedgerDep, idempotency_key: IdempotencyKey,
-                    as_of: AwareDatetime | None = None,
+    async def clock(key: Ops, ledger: LedgerDep, as_of: AwareDatetime | None = None,
                     correlation_id: CorrelationId = None) -> JSONResponse:
         at = ledger.check_as_of(as_of)
         return JSONResponse(await ledger.run_clock(at, key.program_id, actor=key.key_id,

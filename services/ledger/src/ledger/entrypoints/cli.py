@@ -100,7 +100,10 @@ def program_ensure_demo(
 
 @projections_app.command("rebuild")
 def projections_rebuild() -> None:
-    """Rebuild members, lots, transactions and cards from the events, then verify."""
+    """Replace members, lots, transactions and cards with a fold of the events.
+
+    Runs in one transaction: readers and writers of those tables wait until it ends.
+    """
     dsn = _dsn(LedgerSettings())
 
     async def run() -> None:
@@ -136,16 +139,22 @@ def clock(as_of: Annotated[datetime | None, typer.Option(help="Default: now")] =
     if at.tzinfo is None:
         raise typer.BadParameter("give a time zone, e.g. 2026-01-01T00:00:00+00:00",
                                  param_hint="--as-of")
+    dsn = _dsn(settings)
 
     async def run() -> dict[str, Any]:
-        pool = await create_pool(_dsn(settings))
+        pool = await create_pool(dsn)
         try:
             ledger = Ledger(pool, allow_future_as_of=settings.allow_future_as_of)
             return await ledger.run_clock(ledger.check_as_of(at))
         finally:
             await pool.close()
 
-    typer.echo(json.dumps(asyncio.run(run()), indent=2))
+    try:
+        result = asyncio.run(run())
+    except AsOfInFutureError as exc:
+        raise typer.BadParameter("lies in the future (allowed only with LOYALTY_ENV=dev)",
+                                 param_hint="--as-of") from exc
+    typer.echo(json.dumps(result, indent=2))
 
 
 @app.command("serve")

@@ -51,3 +51,8 @@ class ContentionError(ServiceError):
 class AsOfInFutureError(ServiceError):
     status = 422
     code = "as_of_in_future"
+
+
+class InvalidCursorError(ServiceError):
+    status = 422
+    code = "invalid_cursor"

@@ -31,6 +31,7 @@ from ledger.service_layer.errors import (
     DuplicateOrderError,
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
+    InvalidCursorError,
     MemberExistsError,
     NotFoundError,
 )
@@ -130,11 +131,12 @@ class Ledger:
         constraint = exc.constraint_name
         if constraint == "transactions_one_earn_per_order":
             raise DuplicateOrderError("this order has already earned points for the member")
-        if constraint == "members_program_id_external_id_key":
-            raise MemberExistsError("a member with this external_id exists")
         if constraint == "cards_pkey":
             raise CardAlreadyLinkedError("the card is linked to another member")
-        if constraint not in ("idempotency_keys_pkey", "members_pkey"):
+        # Otherwise a twin won: the retry loads its idempotency record (or, for an
+        # enrolment, finds the external_id taken) and answers accordingly.
+        if constraint not in ("idempotency_keys_pkey", "members_pkey",
+                              "members_program_id_external_id_key"):
             raise exc
 
     async def _attempt(self, conn: asyncpg.Connection, ctx: RequestContext, decide: Decide,
@@ -155,6 +157,8 @@ class Ledger:
         if enrol is not None:
             account = enrol(loaded, now)
         elif loaded.account is None:
+            if load.get("transaction_id") is not None:
+                raise NotFoundError("transaction_not_found", "no such transaction in this program")
             raise NotFoundError("member_not_found", "no such member in this program")
         else:
             account = loaded.account
@@ -352,8 +356,6 @@ class Ledger:
             account, config = await self._load(program_id, member_id)
             async with self.pool.acquire() as conn:
                 records = await repository.member_events(conn, member_id, until=at)
-                if not records:  # not yet enrolled then: the enrolment alone, a zero balance
-                    records = await repository.member_events(conn, member_id, limit=1)
             account = repository.fold(records)
         else:
             account, config = await self._load(
@@ -371,21 +373,32 @@ class Ledger:
         return {"events": events,
                 "next_cursor": str(events[-1]["version"]) if len(events) == limit else None}
 
-    async def feed(self, program_id: UUID, *, after: int, limit: int) -> dict[str, Any]:
-        # Only positions below the oldest transaction still running are safe to hand out:
-        # a transaction that took a lower position may commit after a higher one.
+    async def feed(self, program_id: UUID, *, cursor: str | None, limit: int
+                   ) -> dict[str, Any]:
+        """Events in a commit-safe order: by (transaction id, position), and only from
+        transactions older than every transaction still running.
+
+        Positions come from a sequence, so a transaction can commit a lower position
+        after a higher one is visible; ordering by position alone would let a reader
+        skip it. Every transaction that can still commit has an id at or above the
+        snapshot's xmin, so nothing can appear behind the cursor.
+        """
+        after_xact, after_position = _parse_cursor(cursor)
         records = await self.pool.fetch(
             """SELECT position, event_id, stream_id, version, type, data, occurred_at,
-                      recorded_at, actor, reason, correlation_id, causation_id
+                      recorded_at, actor, reason, correlation_id, causation_id,
+                      xact_id::text AS xact
                  FROM events
-                WHERE program_id = $1 AND position > $2
+                WHERE program_id = $1
+                  AND (xact_id, position) > ($2::text::xid8, $3)
                   AND xact_id < pg_snapshot_xmin(pg_current_snapshot())
-                ORDER BY position LIMIT $3""",
-            program_id, after, limit,
+                ORDER BY xact_id, position LIMIT $4""",
+            program_id, str(after_xact), after_position, limit,
         )
         events = [_event_view(r) for r in records]
-        return {"events": events,
-                "next_cursor": str(events[-1]["position"]) if events else str(after)}
+        next_cursor = (f"{records[-1]['xact']}-{records[-1]['position']}" if records
+                       else cursor or "0-0")
+        return {"events": events, "next_cursor": next_cursor}
 
     async def transaction(self, program_id: UUID, transaction_id: UUID) -> dict[str, Any]:
         row = await self.pool.fetchrow(
@@ -445,6 +458,15 @@ class Ledger:
                                      "end": _iso(balance.qualification_period_end)},
             "expiring": [{"date": d, "points": p} for d, p in balance.expiring],
         }
+
+
+def _parse_cursor(cursor: str | None) -> tuple[int, int]:
+    if not cursor:
+        return 0, 0
+    xact, _, position = cursor.partition("-")
+    if not (xact.isdigit() and position.isdigit()) or len(cursor) > 40:
+        raise InvalidCursorError("not a cursor from this feed", field="cursor")
+    return int(xact), int(position)
 
 
 def _event_view(record: asyncpg.Record) -> dict[str, Any]:
