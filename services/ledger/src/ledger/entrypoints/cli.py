@@ -14,11 +14,13 @@ from uuid import UUID
 import typer
 from alembic import command
 from alembic.config import Config
-from loyalty_common.db import connect, sqlalchemy_url
+from loyalty_common.db import connect, create_pool, sqlalchemy_url
 from loyalty_common.embedded import resolve_database_url
 
 from ledger.adapters import projections
 from ledger.config import LedgerSettings
+from ledger.service_layer.errors import AsOfInFutureError
+from ledger.service_layer.ledger import Ledger
 from ledger.service_layer.program_document import ProgramDocument
 from ledger.service_layer.programs import create_program
 
@@ -130,9 +132,6 @@ def projections_rebuild() -> None:
 @app.command("clock")
 def clock(as_of: Annotated[datetime | None, typer.Option(help="Default: now")] = None) -> None:
     """Run time-driven processing (activations, expiry, period ends) for every program."""
-    from loyalty_common.db import create_pool
-
-    from ledger.service_layer.ledger import Ledger
 
     settings = LedgerSettings()
     at = as_of or datetime.now(UTC)
