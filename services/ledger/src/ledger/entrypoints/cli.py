@@ -139,6 +139,7 @@ def clock(as_of: Annotated[datetime | None, typer.Option(help="Default: now")] =
         raise typer.BadParameter("give a time zone, e.g. 2026-01-01T00:00:00+00:00",
                                  param_hint="--as-of")
     dsn = _dsn(settings)
+    migrate(dsn)
 
     async def run() -> dict[str, Any]:
         pool = await create_pool(dsn)
