@@ -294,7 +294,7 @@ class MemberAccount:
             target = (original.points if reversed_amount == original.amount
                       else int(original.points * reversed_amount / original.amount))
             # Earlier reversals by points may already cover this share of the amount.
-            points = target - original.reversed_points
+            points = max(0, target - original.reversed_points)
         elif points is None:
             points = reversible
             if original.amount is not None:
@@ -426,7 +426,7 @@ class MemberAccount:
 
     # -- evolution -------------------------------------------------------------------
 
-    def apply(self, event: Event) -> None:  # noqa: C901 - one branch per event type
+    def apply(self, event: Event) -> None:
         self.version += 1
         match event:
             case MemberEnrolled():
