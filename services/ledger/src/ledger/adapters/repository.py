@@ -44,16 +44,22 @@ SELECT
     m.member_id, m.external_id, m.version, m.enrolled_at, m.profile, m.available, m.pending,
     m.debt, m.lifetime_earned, m.qualifying, m.periods_closed_until,
     CASE WHEN $6 AND m.member_id IS NOT NULL THEN (
-        SELECT coalesce(json_agg(l), '[]') FROM lots l
-         WHERE l.member_id = m.member_id
-           AND ((l.remaining > 0 OR l.pending)
-                AND ($7::timestamptz IS NULL OR l.pending OR l.expires_at <= $7)
-                OR l.lot_id IN (
-                    SELECT t.lot_id FROM transactions t WHERE t.transaction_id = $4
-                    UNION ALL
-                    SELECT (a ->> 'lot_id')::uuid FROM transactions t,
-                           jsonb_array_elements(t.allocations) a
-                     WHERE t.transaction_id = $4))
+        -- One arm per access path, so that each can use its partial index; an OR across
+        -- them makes the planner scan the whole lots table.
+        SELECT coalesce(json_agg(l), '[]') FROM lots l WHERE l.lot_id IN (
+            SELECT o.lot_id FROM lots o WHERE o.member_id = m.member_id
+               AND (o.remaining > 0 OR o.pending) AND $7::timestamptz IS NULL
+            UNION ALL
+            SELECT o.lot_id FROM lots o WHERE o.member_id = m.member_id
+               AND (o.remaining > 0 OR o.pending) AND o.expires_at <= $7
+            UNION ALL
+            SELECT o.lot_id FROM lots o WHERE o.member_id = m.member_id AND o.pending
+            UNION ALL
+            SELECT t.lot_id FROM transactions t WHERE t.transaction_id = $4
+            UNION ALL
+            SELECT (a ->> 'lot_id')::uuid FROM transactions t,
+                   jsonb_array_elements(t.allocations) a
+             WHERE t.transaction_id = $4)
     ) END AS lots,
     (SELECT row_to_json(t) FROM transactions t
       WHERE t.transaction_id = $4 AND t.member_id = m.member_id) AS tx,

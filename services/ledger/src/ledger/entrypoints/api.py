@@ -144,7 +144,7 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer lk_...`")
 
 
-def _ledger(request: Request) -> Ledger:
+async def _ledger(request: Request) -> Ledger:
     ledger: Ledger = request.app.state.ledger
     return ledger
 
