@@ -23,6 +23,7 @@ from ledger.domain.errors import (
     ReversalExceedsOriginalError,
 )
 from ledger.domain.events import (
+    Allocation,
     EarnReversed,
     Event,
     MemberEnrolled,
@@ -74,6 +75,8 @@ class Original:
     reversed_points: int = 0
     reversed_amount: Decimal = Decimal(0)
     reversals: list[str] = field(default_factory=list)
+    taken: dict[str, int] = field(default_factory=dict)  # a redemption's points per lot
+    returned: dict[str, int] = field(default_factory=dict)
 
 
 class AccountMachine(RuleBasedStateMachine):
@@ -174,7 +177,7 @@ class AccountMachine(RuleBasedStateMachine):
         assert points <= available
         assert self.account.available == available - points
         self._check_soonest_expiry_first(event)
-        self.originals[tx] = Original("redemption", points, None)
+        self._redeemed(event)
 
     @precondition(lambda self: self.account.available > 0)
     @rule()
@@ -184,7 +187,12 @@ class AccountMachine(RuleBasedStateMachine):
         event = self.account.redeem(points, transaction_id=tx, now=self.now)
         self._check_soonest_expiry_first(event)
         assert self.account.available == 0
-        self.originals[tx] = Original("redemption", points, None)
+        self._redeemed(event)
+
+    def _redeemed(self, event: PointsRedeemed) -> None:
+        self.originals[event.transaction_id] = Original(
+            "redemption", event.points, None,
+            taken={a.lot_id: a.points for a in event.allocations})
 
     def _check_soonest_expiry_first(self, event: PointsRedeemed) -> None:
         assert sum(a.points for a in event.allocations) == event.points
@@ -264,6 +272,8 @@ class AccountMachine(RuleBasedStateMachine):
             expected = NotReversibleError
 
         before = self._snapshot()
+        own = self.account.lots.get(f"lot-{original_id}")
+        own_before = (own.remaining, own.pending) if own is not None else (0, False)
         tx = self._id("reversal")
         try:
             event = self.account.reverse(original_id, self.config, transaction_id=tx,
@@ -276,36 +286,51 @@ class AccountMachine(RuleBasedStateMachine):
         self.other_transactions.append(tx)
         original.reversals.append(tx)
         original.reversed_points += event.points
-        assert 0 <= event.points
+        assert event.points >= 0
         assert original.reversed_points <= original.points
         if isinstance(event, EarnReversed):
-            self._check_earn_reversed(event, original, points, amount, before)
+            self._check_earn_reversed(event, original, points, amount, before, own_before)
         else:
             assert isinstance(event, RedemptionReversed)
             assert original.kind == "redemption"
             assert event.points == (points if points is not None else left_points)
             assert sum(a.points for a in event.allocations) == event.points
             assert self.account.available == before[0] + event.points
+            # Points go back only to the lots they came from, never more than was taken.
+            for allocation in event.allocations:
+                assert allocation.points > 0
+                original.returned[allocation.lot_id] = (
+                    original.returned.get(allocation.lot_id, 0) + allocation.points)
+                assert original.returned[allocation.lot_id] <= original.taken[allocation.lot_id]
 
     def _check_earn_reversed(self, event: EarnReversed, original: Original,
                              points: int | None, amount: Decimal | None,
-                             before: tuple[int, int, int]) -> None:
+                             before: tuple[int, int, int], own_before: tuple[int, bool]) -> None:
         assert original.kind == "earn"
+        available, pending, debt = before
+        own_remaining, own_pending = own_before
+        own_lot = f"lot-{event.original_transaction_id}"
         taken = sum(a.points for a in event.allocations)
         assert all(a.points > 0 for a in event.allocations)
         assert taken + event.debt_recorded + event.forgiven == event.points
-        assert event.debt_recorded >= 0 and event.forgiven >= 0
         policy = self.config.return_policy
-        if policy is not ReturnPolicy.DEBT:
-            assert event.debt_recorded == 0
         if policy is ReturnPolicy.ONLY_PENDING:
-            assert all(a.lot_id == f"lot-{event.original_transaction_id}"
-                       for a in event.allocations)
+            # Only points still pending in the earn's own lot come back; the rest is forgiven.
+            assert taken == (min(event.points, own_remaining) if own_pending else 0)
+            assert all(a.lot_id == own_lot for a in event.allocations)
         else:
-            # Nothing is forgiven or owed while spendable points remain.
-            if event.forgiven or event.debt_recorded:
-                assert self.account.available == 0
-        available, pending, debt = before
+            # The earn's own lot first, then any spendable points; the rest is forgiven or
+            # owed as debt.
+            spendable = own_remaining + available - (0 if own_pending else own_remaining)
+            assert taken == min(event.points, spendable)
+            if event.allocations and own_remaining:
+                assert event.allocations[0] == Allocation(
+                    own_lot, min(event.points, own_remaining))
+        rest = event.points - taken
+        if policy is ReturnPolicy.DEBT:
+            assert (event.debt_recorded, event.forgiven) == (rest, 0)
+        else:
+            assert (event.debt_recorded, event.forgiven) == (0, rest)
         assert self.account.available + self.account.pending == available + pending - taken
         assert self.account.debt == debt + event.debt_recorded
         if points is not None:
@@ -360,6 +385,7 @@ class AccountMachine(RuleBasedStateMachine):
 
     def _advance(self, as_of: datetime) -> None:
         account, config = self.account, self.config
+        debt = account.debt
         balance = account.balance(as_of, config)
         start = len(self.events)
         produced = account.advance_to(as_of, config)
@@ -379,8 +405,13 @@ class AccountMachine(RuleBasedStateMachine):
         assert times == sorted(times)
         assert all(at <= as_of for at in times)
         for index, event in enumerate(produced, start):
-            if isinstance(event, PointsExpired | PendingPointsActivated):
+            if isinstance(event, PointsExpired):
+                assert event.points > 0
+            if isinstance(event, PendingPointsActivated):
+                # Activated points pay off debt before they become spendable.
                 assert event.points >= 0
+                assert event.debt_paid == min(debt, event.points)
+                debt -= event.debt_paid
             if isinstance(event, QualificationPeriodEnded):
                 self._check_period(event, self.events[:index])
         assert account.next_period_end(config) > as_of

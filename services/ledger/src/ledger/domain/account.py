@@ -313,7 +313,8 @@ class MemberAccount:
         lot = self.lots[original.lot_id] if original.lot_id else None
         allocations: list[Allocation] = []
         rest = points
-        if lot is not None and (lot.pending or config.return_policy is not ReturnPolicy.ONLY_PENDING):
+        takes_back = config.return_policy is not ReturnPolicy.ONLY_PENDING
+        if lot is not None and (lot.pending or takes_back):
             take = min(rest, lot.remaining)
             if take:
                 allocations.append(Allocation(lot.lot_id, take))
@@ -544,7 +545,8 @@ class MemberAccount:
 
     # -- views -----------------------------------------------------------------------
 
-    def qualification_period(self, at: datetime, config: ProgramConfig) -> tuple[datetime, datetime]:
+    def qualification_period(self, at: datetime, config: ProgramConfig
+                             ) -> tuple[datetime, datetime]:
         return period_containing(at, config.qualification_kind, self.enrolled_at,
                                  config.time_zone)
 
