@@ -53,15 +53,15 @@ LIFETIMES = [
 
 # Enrolment anywhere in 2023-2025, at any minute: crosses DST switches and new years.
 ENROLMENTS = st.integers(0, 3 * 365 * 24 * 60).map(
-    lambda minutes: datetime(2023, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes))
+    lambda minutes: datetime(2023, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes)
+)
 # Mostly small steps, sometimes whole seasons: runs cross expiries and period ends.
 STEPS = st.one_of(
     st.integers(0, 3 * 24 * 60),
     st.integers(0, 45 * 24 * 60),
     st.integers(0, 400 * 24 * 60),
 ).map(lambda minutes: timedelta(minutes=minutes))
-AMOUNTS = st.decimals(min_value=0, max_value=3000, places=2, allow_nan=False,
-                      allow_infinity=False)
+AMOUNTS = st.decimals(min_value=0, max_value=3000, places=2, allow_nan=False, allow_infinity=False)
 MULTIPLIERS = st.sampled_from([Decimal(1), Decimal(1), Decimal("1.5"), Decimal(2), Decimal(3)])
 
 
@@ -104,34 +104,61 @@ class AccountMachine(RuleBasedStateMachine):
         rounding=st.sampled_from(Rounding),
         enrolled_at=ENROLMENTS,
     )
-    def enrol(self, policy: ReturnPolicy, pending_days: int, lifetime: PointLifetime,
-              qualification: QualificationKind, rounding: Rounding,
-              enrolled_at: datetime) -> None:
+    def enrol(
+        self,
+        policy: ReturnPolicy,
+        pending_days: int,
+        lifetime: PointLifetime,
+        qualification: QualificationKind,
+        rounding: Rounding,
+        enrolled_at: datetime,
+    ) -> None:
         self.config = ProgramConfig(
-            name="Machine Club", default_locale="nb-NO", time_zone="Europe/Oslo",
-            earn_rates={"NOK": Decimal(1)}, rounding=rounding, point_lifetime=lifetime,
-            pending_days=pending_days, return_policy=policy, qualification_kind=qualification,
+            name="Machine Club",
+            default_locale="nb-NO",
+            time_zone="Europe/Oslo",
+            earn_rates={"NOK": Decimal(1)},
+            rounding=rounding,
+            point_lifetime=lifetime,
+            pending_days=pending_days,
+            return_policy=policy,
+            qualification_kind=qualification,
         )
         self.now = enrolled_at
-        self.account = MemberAccount.enrol(MemberEnrolled(
-            member_id="member", external_id="ext", enrolled_at=enrolled_at))
+        self.account = MemberAccount.enrol(
+            MemberEnrolled(member_id="member", external_id="ext", enrolled_at=enrolled_at)
+        )
 
     # -- earning -------------------------------------------------------------------------
 
-    @rule(step=STEPS, amount=AMOUNTS, multiplier=MULTIPLIERS,
-          late=st.sampled_from([timedelta(0)] * 4 + [timedelta(days=3), timedelta(days=20)]))
-    def earn_purchase(self, step: timedelta, amount: Decimal, multiplier: Decimal,
-                      late: timedelta) -> None:
+    @rule(
+        step=STEPS,
+        amount=AMOUNTS,
+        multiplier=MULTIPLIERS,
+        late=st.sampled_from([timedelta(0)] * 4 + [timedelta(days=3), timedelta(days=20)]),
+    )
+    def earn_purchase(
+        self, step: timedelta, amount: Decimal, multiplier: Decimal, late: timedelta
+    ) -> None:
         self.now += step
         # An offline till may report late, but never before enrolment.
         occurred_at = max(self.now - late, self.account.enrolled_at)
         tx = self._id("earn")
         debt = self.account.debt
         event = self.account.earn_purchase(
-            Purchase(order_id=f"order-{tx}", amount=amount, currency="NOK",
-                     occurred_at=occurred_at, channel="store"),
-            self.config, transaction_id=tx, lot_id=f"lot-{tx}", now=self.now,
-            multiplier=multiplier)
+            Purchase(
+                order_id=f"order-{tx}",
+                amount=amount,
+                currency="NOK",
+                occurred_at=occurred_at,
+                channel="store",
+            ),
+            self.config,
+            transaction_id=tx,
+            lot_id=f"lot-{tx}",
+            now=self.now,
+            multiplier=multiplier,
+        )
         self._check_earned(event, debt)
         assert event.qualifying_points == self.config.rounding.apply(amount)
         assert event.points == self.config.rounding.apply(amount * multiplier)
@@ -143,9 +170,16 @@ class AccountMachine(RuleBasedStateMachine):
         self.now += step
         tx = self._id("bonus")
         debt = self.account.debt
-        event = self.account.earn_bonus(points, "machine", self.config, qualifying=qualifying,
-                                        transaction_id=tx, lot_id=f"lot-{tx}",
-                                        occurred_at=self.now, now=self.now)
+        event = self.account.earn_bonus(
+            points,
+            "machine",
+            self.config,
+            qualifying=qualifying,
+            transaction_id=tx,
+            lot_id=f"lot-{tx}",
+            occurred_at=self.now,
+            now=self.now,
+        )
         self._check_earned(event, debt)
         assert event.qualifying_points == (points if qualifying else 0)
         self.originals[tx] = Original("earn", points, None)
@@ -191,15 +225,17 @@ class AccountMachine(RuleBasedStateMachine):
 
     def _redeemed(self, event: PointsRedeemed) -> None:
         self.originals[event.transaction_id] = Original(
-            "redemption", event.points, None,
-            taken={a.lot_id: a.points for a in event.allocations})
+            "redemption", event.points, None, taken={a.lot_id: a.points for a in event.allocations}
+        )
 
     def _check_soonest_expiry_first(self, event: PointsRedeemed) -> None:
         assert sum(a.points for a in event.allocations) == event.points
         assert all(a.points > 0 for a in event.allocations)
         lots = self.account.lots
-        keys = [(lots[a.lot_id].expires_at, lots[a.lot_id].earned_at, a.lot_id)
-                for a in event.allocations]
+        keys = [
+            (lots[a.lot_id].expires_at, lots[a.lot_id].earned_at, a.lot_id)
+            for a in event.allocations
+        ]
         assert keys == sorted(keys)
         # Every lot but the last one touched is emptied, and no spendable lot that expires
         # sooner than the last one touched is left with points.
@@ -214,8 +250,9 @@ class AccountMachine(RuleBasedStateMachine):
         available, debt = self.account.available, self.account.debt
         tx = self._id("adjust")
         try:
-            event = self.account.adjust(points, self.config, transaction_id=tx,
-                                        lot_id=f"lot-{tx}", now=self.now)
+            event = self.account.adjust(
+                points, self.config, transaction_id=tx, lot_id=f"lot-{tx}", now=self.now
+            )
         except InsufficientPointsError as exc:
             assert -points > available
             assert exc.extra == {"available": available}
@@ -228,8 +265,9 @@ class AccountMachine(RuleBasedStateMachine):
     # -- reversals -----------------------------------------------------------------------
 
     def _started(self) -> list[str]:
-        return sorted(tx for tx, o in self.originals.items()
-                      if o.reversals and o.reversed_points < o.points)
+        return sorted(
+            tx for tx, o in self.originals.items() if o.reversals and o.reversed_points < o.points
+        )
 
     @precondition(lambda self: bool(self.originals))
     @rule(data=st.data(), how=st.sampled_from(["full", "points", "amount"]))
@@ -247,8 +285,9 @@ class AccountMachine(RuleBasedStateMachine):
     def _reverse(self, data: st.DataObject, original_id: str, how: str) -> None:
         original = self.originals[original_id]
         left_points = original.points - original.reversed_points
-        left_amount = (original.amount - original.reversed_amount
-                       if original.amount is not None else None)
+        left_amount = (
+            original.amount - original.reversed_amount if original.amount is not None else None
+        )
         points: int | None = None
         amount: Decimal | None = None
         expected: type[Exception] | None = None
@@ -260,10 +299,13 @@ class AccountMachine(RuleBasedStateMachine):
                 expected = ReversalExceedsOriginalError
         elif how == "amount":
             top = (left_amount or Decimal(0)) + 5
-            amount = data.draw(st.one_of(
-                st.decimals(min_value=Decimal("0.01"), max_value=top, places=2),
-                st.just(left_amount if left_amount else Decimal(1)),
-            ), label="amount")
+            amount = data.draw(
+                st.one_of(
+                    st.decimals(min_value=Decimal("0.01"), max_value=top, places=2),
+                    st.just(left_amount if left_amount else Decimal(1)),
+                ),
+                label="amount",
+            )
             if original.kind == "redemption" or left_amount is None:
                 expected = InvalidRequestError
             elif amount > left_amount:
@@ -276,8 +318,14 @@ class AccountMachine(RuleBasedStateMachine):
         own_before = (own.remaining, own.pending) if own is not None else (0, False)
         tx = self._id("reversal")
         try:
-            event = self.account.reverse(original_id, self.config, transaction_id=tx,
-                                         now=self.now, points=points, amount=amount)
+            event = self.account.reverse(
+                original_id,
+                self.config,
+                transaction_id=tx,
+                now=self.now,
+                points=points,
+                amount=amount,
+            )
         except (InvalidRequestError, NotReversibleError, ReversalExceedsOriginalError) as exc:
             assert type(exc) is expected, (type(exc), expected)
             assert self._snapshot() == before
@@ -300,12 +348,19 @@ class AccountMachine(RuleBasedStateMachine):
             for allocation in event.allocations:
                 assert allocation.points > 0
                 original.returned[allocation.lot_id] = (
-                    original.returned.get(allocation.lot_id, 0) + allocation.points)
+                    original.returned.get(allocation.lot_id, 0) + allocation.points
+                )
                 assert original.returned[allocation.lot_id] <= original.taken[allocation.lot_id]
 
-    def _check_earn_reversed(self, event: EarnReversed, original: Original,
-                             points: int | None, amount: Decimal | None,
-                             before: tuple[int, int, int], own_before: tuple[int, bool]) -> None:
+    def _check_earn_reversed(
+        self,
+        event: EarnReversed,
+        original: Original,
+        points: int | None,
+        amount: Decimal | None,
+        before: tuple[int, int, int],
+        own_before: tuple[int, bool],
+    ) -> None:
         assert original.kind == "earn"
         available, pending, debt = before
         own_remaining, own_pending = own_before
@@ -324,8 +379,7 @@ class AccountMachine(RuleBasedStateMachine):
             spendable = own_remaining + available - (0 if own_pending else own_remaining)
             assert taken == min(event.points, spendable)
             if event.allocations and own_remaining:
-                assert event.allocations[0] == Allocation(
-                    own_lot, min(event.points, own_remaining))
+                assert event.allocations[0] == Allocation(own_lot, min(event.points, own_remaining))
         rest = event.points - taken
         if policy is ReturnPolicy.DEBT:
             assert (event.debt_recorded, event.forgiven) == (rest, 0)
@@ -340,8 +394,9 @@ class AccountMachine(RuleBasedStateMachine):
         elif points is not None:
             assert event.amount is None
         else:  # a full reversal refunds whatever is left of the amount
-            assert event.amount == (original.amount - original.reversed_amount
-                                    if original.amount is not None else None)
+            assert event.amount == (
+                original.amount - original.reversed_amount if original.amount is not None else None
+            )
         original.reversed_amount += event.amount or 0
         if original.amount is not None and original.reversed_amount == original.amount:
             # A purchase whose whole amount is refunded has all its points reversed.
@@ -353,8 +408,7 @@ class AccountMachine(RuleBasedStateMachine):
         tx = data.draw(st.sampled_from(self.other_transactions), label="transaction")
         before = self._snapshot()
         try:
-            self.account.reverse(tx, self.config, transaction_id=self._id("reversal"),
-                                 now=self.now)
+            self.account.reverse(tx, self.config, transaction_id=self._id("reversal"), now=self.now)
         except NotReversibleError:
             assert self._snapshot() == before
         else:
@@ -392,12 +446,14 @@ class AccountMachine(RuleBasedStateMachine):
         assert produced == self.events[start:]
         # The balance view is the same computation, applied to a copy beforehand.
         assert (balance.available, balance.pending, balance.debt) == (
-            account.available, account.pending, account.debt)
+            account.available,
+            account.pending,
+            account.debt,
+        )
         assert account.advance_to(as_of, config) == []
 
         for lot in account.lots.values():
-            assert not (lot.pending and lot.available_at is not None
-                        and lot.available_at <= as_of)
+            assert not (lot.pending and lot.available_at is not None and lot.available_at <= as_of)
             assert not (lot.remaining > 0 and lot.expires_at <= as_of)
         expired = [e.lot_id for e in produced if isinstance(e, PointsExpired)]
         assert len(expired) == len(set(expired))
@@ -466,17 +522,21 @@ class AccountMachine(RuleBasedStateMachine):
         earned = [e for e in self.events if isinstance(e, PointsEarned)]
         reversed_ = [e for e in self.events if isinstance(e, EarnReversed)]
         assert self.account.lifetime_earned == (
-            sum(e.points for e in earned) - sum(e.points for e in reversed_))
+            sum(e.points for e in earned) - sum(e.points for e in reversed_)
+        )
         assert sum(self.account.qualifying.values()) == (
-            sum(e.qualifying_points for e in earned)
-            - sum(e.qualifying_points for e in reversed_))
+            sum(e.qualifying_points for e in earned) - sum(e.qualifying_points for e in reversed_)
+        )
         assert all(points >= 0 for points in self.account.qualifying.values())
 
     @invariant()
     def debt_is_what_was_recorded_less_what_was_paid(self) -> None:
         recorded = sum(e.debt_recorded for e in self.events if isinstance(e, EarnReversed))
-        paid = sum(e.debt_paid for e in self.events
-                   if isinstance(e, PointsEarned | PendingPointsActivated | PointsAdjusted))
+        paid = sum(
+            e.debt_paid
+            for e in self.events
+            if isinstance(e, PointsEarned | PendingPointsActivated | PointsAdjusted)
+        )
         assert self.account.debt == recorded - paid
 
     @invariant()

@@ -38,32 +38,67 @@ def config(**changes: Any) -> ProgramConfig:
 
 
 def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[arg-type,misc]
 
 
 def enrol(at: datetime = utc(2024, 1, 10, 12), member_id: str = "m-1") -> MemberAccount:
-    return MemberAccount.enrol(MemberEnrolled(member_id=member_id, external_id="ext-1",
-                                              enrolled_at=at))
+    return MemberAccount.enrol(
+        MemberEnrolled(member_id=member_id, external_id="ext-1", enrolled_at=at)
+    )
 
 
-def purchase(amount: str | int, at: datetime, order_id: str = "o-1",
-             currency: str = "NOK") -> Purchase:
-    return Purchase(order_id=order_id, amount=Decimal(amount), currency=currency,
-                    occurred_at=at, channel="store")
+def purchase(
+    amount: str | int, at: datetime, order_id: str = "o-1", currency: str = "NOK"
+) -> Purchase:
+    return Purchase(
+        order_id=order_id,
+        amount=Decimal(amount),
+        currency=currency,
+        occurred_at=at,
+        channel="store",
+    )
 
 
-def earn(account: MemberAccount, cfg: ProgramConfig, amount: str | int, at: datetime,
-         tx: str, *, now: datetime | None = None, multiplier: Decimal = Decimal(1)) -> Any:
-    return account.earn_purchase(purchase(amount, at, order_id=f"order-{tx}"), cfg,
-                                 transaction_id=tx, lot_id=f"lot-{tx}", now=now or at,
-                                 multiplier=multiplier)
+def earn(
+    account: MemberAccount,
+    cfg: ProgramConfig,
+    amount: str | int,
+    at: datetime,
+    tx: str,
+    *,
+    now: datetime | None = None,
+    multiplier: Decimal = Decimal(1),
+) -> Any:
+    return account.earn_purchase(
+        purchase(amount, at, order_id=f"order-{tx}"),
+        cfg,
+        transaction_id=tx,
+        lot_id=f"lot-{tx}",
+        now=now or at,
+        multiplier=multiplier,
+    )
 
 
-def bonus(account: MemberAccount, cfg: ProgramConfig, points: int, at: datetime, tx: str,
-          *, qualifying: bool = True, now: datetime | None = None) -> Any:
-    return account.earn_bonus(points, "test bonus", cfg, qualifying=qualifying,
-                              transaction_id=tx, lot_id=f"lot-{tx}", occurred_at=at,
-                              now=now or at)
+def bonus(
+    account: MemberAccount,
+    cfg: ProgramConfig,
+    points: int,
+    at: datetime,
+    tx: str,
+    *,
+    qualifying: bool = True,
+    now: datetime | None = None,
+) -> Any:
+    return account.earn_bonus(
+        points,
+        "test bonus",
+        cfg,
+        qualifying=qualifying,
+        transaction_id=tx,
+        lot_id=f"lot-{tx}",
+        occurred_at=at,
+        now=now or at,
+    )
 
 
 def remaining(account: MemberAccount) -> dict[str, int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ledger.domain.account import MemberAccount
 from ledger.domain.calendar import add_months, expiry_for, period_containing
@@ -29,9 +29,12 @@ def _of(events: list[Event], kind: type[Event]) -> list[Event]:
     return [e for e in events if isinstance(e, kind)]
 
 
-def _periods(events: list[Event]) -> list[tuple[object, object, int]]:
-    return [(e.period_start, e.period_end, e.qualifying_points)  # type: ignore[attr-defined]
-            for e in _of(events, QualificationPeriodEnded)]
+def _periods(events: list[Event]) -> list[tuple[datetime, datetime, int]]:
+    return [
+        (e.period_start, e.period_end, e.qualifying_points)
+        for e in events
+        if isinstance(e, QualificationPeriodEnded)
+    ]
 
 
 # -- expiry ----------------------------------------------------------------------------
@@ -49,7 +52,8 @@ def test_expiry_emits_one_event_per_lot_with_points_left_and_is_idempotent() -> 
 
     events = account.advance_to(utc(2026, 3, 20), cfg)
     assert _of(events, PointsExpired) == [
-        PointsExpired(lot_id="lot-B", points=80, expired_at=utc(2026, 3, 10, 12))]
+        PointsExpired(lot_id="lot-B", points=80, expired_at=utc(2026, 3, 10, 12))
+    ]
     assert account.available == 80
     assert account.advance_to(utc(2026, 3, 20), cfg) == []
 
@@ -73,12 +77,16 @@ def test_expiry_at_exactly_as_of_is_processed() -> None:
     earn(account, cfg, "100", utc(2024, 3, 1, 12), "A")
     events = account.advance_to(utc(2026, 3, 1, 12), cfg)
     assert _of(events, PointsExpired) == [
-        PointsExpired(lot_id="lot-A", points=100, expired_at=utc(2026, 3, 1, 12))]
+        PointsExpired(lot_id="lot-A", points=100, expired_at=utc(2026, 3, 1, 12))
+    ]
 
 
 def test_clock_orders_activation_before_expiry_and_pays_debt_on_activation() -> None:
-    cfg = config(pending_days=14, return_policy=ReturnPolicy.DEBT,
-                 point_lifetime=PointLifetime(LifetimeKind.ROLLING_MONTHS, months=1))
+    cfg = config(
+        pending_days=14,
+        return_policy=ReturnPolicy.DEBT,
+        point_lifetime=PointLifetime(LifetimeKind.ROLLING_MONTHS, months=1),
+    )
     account = enrol(utc(2024, 2, 1))
     at = utc(2024, 3, 1, 12)
     earn(account, cfg, "100", at, "A", now=at + timedelta(days=20))  # available at once
@@ -88,8 +96,9 @@ def test_clock_orders_activation_before_expiry_and_pays_debt_on_activation() -> 
     earn(account, cfg, "150", utc(2024, 3, 25, 12), "B")  # pending until 8 April
     events = account.advance_to(utc(2024, 5, 1), cfg)
     assert events == [
-        PendingPointsActivated(lot_id="lot-B", points=150, activated_at=utc(2024, 4, 8, 12),
-                               debt_paid=100),
+        PendingPointsActivated(
+            lot_id="lot-B", points=150, activated_at=utc(2024, 4, 8, 12), debt_paid=100
+        ),
         # 25 March 13:00 CET + 1 month = 25 April 13:00 CEST = 11:00 UTC
         PointsExpired(lot_id="lot-B", points=50, expired_at=utc(2024, 4, 25, 11)),
     ]
@@ -142,9 +151,15 @@ def test_rolling_12_month_periods_end_every_month_with_the_trailing_total() -> N
     events = account.advance_to(utc(2025, 4, 15), cfg)
     ends = [end for _, end, _ in _periods(events)]
     assert ends == [
-        utc(2024, 6, 30, 22), utc(2024, 7, 31, 22), utc(2024, 8, 31, 22),
-        utc(2024, 9, 30, 22), utc(2024, 10, 31, 23), utc(2024, 11, 30, 23),
-        utc(2024, 12, 31, 23), utc(2025, 1, 31, 23), utc(2025, 2, 28, 23),
+        utc(2024, 6, 30, 22),
+        utc(2024, 7, 31, 22),
+        utc(2024, 8, 31, 22),
+        utc(2024, 9, 30, 22),
+        utc(2024, 10, 31, 23),
+        utc(2024, 11, 30, 23),
+        utc(2024, 12, 31, 23),
+        utc(2025, 1, 31, 23),
+        utc(2025, 2, 28, 23),
         utc(2025, 3, 31, 22),
     ]
     assert [total for _, _, total in _periods(events)] == [157] * 9 + [57]
@@ -162,7 +177,9 @@ def test_anniversary_periods_start_on_the_first_of_the_enrolment_month() -> None
     cfg = config(qualification_kind=QualificationKind.ANNIVERSARY)
     account = enrol(utc(2024, 3, 10, 12))
     assert account.qualification_period(utc(2024, 7, 1), cfg) == (
-        utc(2024, 2, 29, 23), utc(2025, 2, 28, 23))
+        utc(2024, 2, 29, 23),
+        utc(2025, 2, 28, 23),
+    )
     earn(account, cfg, "100", utc(2024, 3, 15), "A")
     earn(account, cfg, "20", utc(2025, 2, 28, 22, 30), "B")  # 23:30 on 28 February in Oslo
     earn(account, cfg, "300", utc(2025, 2, 28, 23, 30), "C")  # 1 March in Oslo
@@ -213,8 +230,9 @@ def test_end_of_year_lots_expire_together_before_the_period_closes() -> None:
     assert events == [
         PointsExpired(lot_id="lot-A", points=40, expired_at=end),
         PointsExpired(lot_id="lot-B", points=100, expired_at=end),
-        QualificationPeriodEnded(period_start=utc(2023, 12, 31, 23), period_end=end,
-                                 qualifying_points=140),
+        QualificationPeriodEnded(
+            period_start=utc(2023, 12, 31, 23), period_end=end, qualifying_points=140
+        ),
     ]
     assert account.available == 7
 
@@ -234,13 +252,21 @@ def test_period_containing_for_each_kind() -> None:
     enrolled = utc(2024, 3, 10)
     at = utc(2024, 8, 15)
     assert period_containing(at, QualificationKind.CALENDAR_YEAR, enrolled, OSLO) == (
-        utc(2023, 12, 31, 23), utc(2024, 12, 31, 23))
+        utc(2023, 12, 31, 23),
+        utc(2024, 12, 31, 23),
+    )
     assert period_containing(at, QualificationKind.ROLLING_12_MONTHS, enrolled, OSLO) == (
-        utc(2023, 8, 31, 22), utc(2024, 8, 31, 22))
+        utc(2023, 8, 31, 22),
+        utc(2024, 8, 31, 22),
+    )
     assert period_containing(at, QualificationKind.ANNIVERSARY, enrolled, OSLO) == (
-        utc(2024, 2, 29, 23), utc(2025, 2, 28, 23))
-    assert period_containing(utc(2025, 3, 1), QualificationKind.ANNIVERSARY, enrolled,
-                             OSLO) == (utc(2025, 2, 28, 23), utc(2026, 2, 28, 23))
+        utc(2024, 2, 29, 23),
+        utc(2025, 2, 28, 23),
+    )
+    assert period_containing(utc(2025, 3, 1), QualificationKind.ANNIVERSARY, enrolled, OSLO) == (
+        utc(2025, 2, 28, 23),
+        utc(2026, 2, 28, 23),
+    )
 
 
 # -- balance view --------------------------------------------------------------------
@@ -268,7 +294,9 @@ def test_balance_lists_points_expiring_within_90_days_by_local_date() -> None:
     assert (balance.available, balance.pending, balance.debt) == (175, 0, 0)
     assert balance.lifetime_earned == 185
     assert (balance.qualification_period_start, balance.qualification_period_end) == (
-        utc(2025, 12, 31, 23), utc(2026, 12, 31, 23))
+        utc(2025, 12, 31, 23),
+        utc(2026, 12, 31, 23),
+    )
     assert balance.qualifying_points == 0
     # A view: the account itself is not advanced.
     assert account.new_events == events_before
@@ -311,8 +339,18 @@ def test_folding_the_recorded_events_reproduces_the_account() -> None:
     account.adjust(15, cfg, transaction_id="adj", lot_id="lot-adj", now=utc(2025, 1, 3))
 
     folded = MemberAccount.from_events(account.new_events)
-    for name in ("version", "available", "pending", "debt", "lifetime_earned", "qualifying",
-                 "periods_closed_until", "cards", "lots", "transactions"):
+    for name in (
+        "version",
+        "available",
+        "pending",
+        "debt",
+        "lifetime_earned",
+        "qualifying",
+        "periods_closed_until",
+        "cards",
+        "lots",
+        "transactions",
+    ):
         assert getattr(folded, name) == getattr(account, name), name
     assert folded.new_events == []
     # A took 60 of its own and recorded 40 debt, which B paid when it activated.

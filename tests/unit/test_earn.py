@@ -6,13 +6,14 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from ledger.domain.account import MemberAccount
 from ledger.domain.errors import (
     InsufficientPointsError,
     InvalidRequestError,
     UnsupportedCurrencyError,
 )
-from ledger.domain.events import BreakdownLine, PendingPointsActivated, PointsEarned
-from ledger.domain.program import ReturnPolicy, Rounding
+from ledger.domain.events import BreakdownLine, EarnReversed, PendingPointsActivated, PointsEarned
+from ledger.domain.program import ProgramConfig, ReturnPolicy, Rounding
 
 from tests.unit.support import bonus, config, earn, enrol, purchase, remaining, utc
 
@@ -34,8 +35,9 @@ AT = utc(2024, 3, 1, 12)
         ("0.99", Rounding.DOWN, 0),
     ],
 )
-def test_purchase_points_follow_the_programs_rounding(amount: str, rounding: Rounding,
-                                                      points: int) -> None:
+def test_purchase_points_follow_the_programs_rounding(
+    amount: str, rounding: Rounding, points: int
+) -> None:
     account = enrol()
     event = earn(account, config(rounding=rounding), amount, AT, "t1")
     assert event.points == points
@@ -65,7 +67,9 @@ def test_multiplier_adds_a_breakdown_line_and_does_not_qualify() -> None:
     assert event.points == 199
     assert event.qualifying_points == 99
     assert [(line.rule, line.points) for line in event.breakdown] == [
-        ("base", 99), ("multiplier", 100)]
+        ("base", 99),
+        ("multiplier", 100),
+    ]
     assert event.breakdown[1].detail == "x 2"
     assert account.available == 199
     assert account.qualifying == {"2024-03": 99}
@@ -73,19 +77,23 @@ def test_multiplier_adds_a_breakdown_line_and_does_not_qualify() -> None:
 
 def test_multiplier_rounds_the_product_not_the_base() -> None:
     account = enrol()
-    event = earn(account, config(rounding=Rounding.NEAREST), "99.50", AT, "t1",
-                 multiplier=Decimal("1.5"))
+    event = earn(
+        account, config(rounding=Rounding.NEAREST), "99.50", AT, "t1", multiplier=Decimal("1.5")
+    )
     # 99.50 x 1.5 = 149.25 -> 149, base 99.50 -> 100
     assert event.points == 149
     assert [(line.rule, line.points) for line in event.breakdown] == [
-        ("base", 100), ("multiplier", 49)]
+        ("base", 100),
+        ("multiplier", 49),
+    ]
 
 
 def test_unsupported_currency_is_refused_with_the_supported_list() -> None:
     account = enrol()
     with pytest.raises(UnsupportedCurrencyError) as caught:
-        account.earn_purchase(purchase("100", AT, currency="SEK"), config(),
-                              transaction_id="t1", lot_id="l1", now=AT)
+        account.earn_purchase(
+            purchase("100", AT, currency="SEK"), config(), transaction_id="t1", lot_id="l1", now=AT
+        )
     assert caught.value.extra == {"field": "currency", "supported": ["NOK"]}
     assert account.available == 0
     assert len(account.new_events) == 1  # only the enrolment
@@ -140,8 +148,11 @@ def test_pending_points_are_not_spendable_until_available_at() -> None:
     assert (account.available, account.pending) == (0, 100)
 
     activated = account.advance_to(AT + timedelta(days=14), cfg)
-    assert activated == [PendingPointsActivated(
-        lot_id="lot-t1", points=100, activated_at=AT + timedelta(days=14), debt_paid=0)]
+    assert activated == [
+        PendingPointsActivated(
+            lot_id="lot-t1", points=100, activated_at=AT + timedelta(days=14), debt_paid=0
+        )
+    ]
     assert (account.available, account.pending) == (100, 0)
     assert account.advance_to(AT + timedelta(days=14), cfg) == []
 
@@ -159,20 +170,21 @@ def test_pending_points_count_as_earned_and_qualifying_at_once() -> None:
 
 def test_a_late_earn_past_its_pending_period_is_available_at_once() -> None:
     account = enrol()
-    event = earn(account, config(pending_days=14), "100", AT, "t1",
-                 now=AT + timedelta(days=14))
+    event = earn(account, config(pending_days=14), "100", AT, "t1", now=AT + timedelta(days=14))
     assert event.available_at is None
     assert (account.available, account.pending) == (100, 0)
 
 
-def _account_in_debt(pending_days: int = 0):  # type: ignore[no-untyped-def]
+def _account_in_debt(pending_days: int = 0) -> tuple[MemberAccount, ProgramConfig]:
     """100 earned and spent, then the earn refunded under the debt policy: debt 100."""
     cfg = config(return_policy=ReturnPolicy.DEBT, pending_days=pending_days)
     account = enrol()
     earn(account, cfg, "100", AT, "t1", now=AT + timedelta(days=pending_days))
     account.redeem(100, transaction_id="r1", now=AT + timedelta(days=pending_days))
-    reversal = account.reverse("t1", cfg, transaction_id="x1",
-                               now=AT + timedelta(days=pending_days))
+    reversal = account.reverse(
+        "t1", cfg, transaction_id="x1", now=AT + timedelta(days=pending_days)
+    )
+    assert isinstance(reversal, EarnReversed)
     assert reversal.debt_recorded == 100
     assert (account.available, account.debt) == (0, 100)
     return account, cfg
@@ -202,8 +214,11 @@ def test_a_pending_earn_pays_off_debt_when_it_activates() -> None:
     assert (account.available, account.pending, account.debt) == (0, 150, 100)
 
     events = account.advance_to(later + timedelta(days=14), cfg)
-    assert events == [PendingPointsActivated(
-        lot_id="lot-t2", points=150, activated_at=later + timedelta(days=14), debt_paid=100)]
+    assert events == [
+        PendingPointsActivated(
+            lot_id="lot-t2", points=150, activated_at=later + timedelta(days=14), debt_paid=100
+        )
+    ]
     assert (account.available, account.pending, account.debt) == (50, 0, 0)
     assert remaining(account)["lot-t2"] == 50
 

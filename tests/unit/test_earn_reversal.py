@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from ledger.domain.account import MemberAccount
@@ -21,9 +22,10 @@ AT = utc(2024, 3, 1, 12)
 LATER = AT + timedelta(days=1)
 
 
-def _reverse(account: MemberAccount, cfg: ProgramConfig, original: str, tx: str,
-             **kwargs: object) -> EarnReversed:
-    event = account.reverse(original, cfg, transaction_id=tx, now=LATER, **kwargs)  # type: ignore[arg-type]
+def _reverse(
+    account: MemberAccount, cfg: ProgramConfig, original: str, tx: str, **kwargs: Any
+) -> EarnReversed:
+    event = account.reverse(original, cfg, transaction_id=tx, now=LATER, **kwargs)
     assert isinstance(event, EarnReversed)
     taken = sum(a.points for a in event.allocations)
     assert taken + event.debt_recorded + event.forgiven == event.points
@@ -226,8 +228,13 @@ def test_a_bonus_earn_is_reversed_by_points() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"points": 0}, {"points": -1}, {"amount": Decimal(0)}, {"amount": Decimal(-1)},
-     {"points": 1, "amount": Decimal(1)}],
+    [
+        {"points": 0},
+        {"points": -1},
+        {"amount": Decimal(0)},
+        {"amount": Decimal(-1)},
+        {"points": 1, "amount": Decimal(1)},
+    ],
 )
 def test_malformed_reversals_are_refused(kwargs: dict[str, object]) -> None:
     cfg = config()
@@ -264,8 +271,9 @@ def test_partial_reversals_by_amount_sum_to_the_original_points() -> None:
     account = enrol()
     earn(account, cfg, "250", AT, "A")
     parts = [Decimal("83.33"), Decimal("83.33"), Decimal("83.33"), Decimal("0.01")]
-    points = [_reverse(account, cfg, "A", f"x{i}", amount=part).points
-              for i, part in enumerate(parts)]
+    points = [
+        _reverse(account, cfg, "A", f"x{i}", amount=part).points for i, part in enumerate(parts)
+    ]
     assert points == [83, 83, 83, 1]
     assert sum(points) == 250
     assert account.available == 0

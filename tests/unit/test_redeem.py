@@ -99,7 +99,9 @@ def test_full_redemption_reversal_returns_points_to_the_same_lots() -> None:
     assert isinstance(event, RedemptionReversed)
     assert event.points == 150
     assert sorted(event.allocations, key=lambda a: a.lot_id) == [
-        Allocation("lot-A", 100), Allocation("lot-B", 50)]
+        Allocation("lot-A", 100),
+        Allocation("lot-B", 50),
+    ]
     assert remaining(account) == {"lot-A": 100, "lot-B": 100}
     assert {lot_id: lot.expires_at for lot_id, lot in account.lots.items()} == expiries
     assert account.available == 200
@@ -152,8 +154,7 @@ def test_returned_points_keep_their_original_expiry() -> None:
     assert account.available == 200
 
     # The returned points are already past their expiry; the next clock run removes them.
-    expired = [e for e in account.advance_to(utc(2026, 3, 6), cfg)
-               if isinstance(e, PointsExpired)]
+    expired = [e for e in account.advance_to(utc(2026, 3, 6), cfg) if isinstance(e, PointsExpired)]
     assert expired == [PointsExpired(lot_id="lot-A", points=100, expired_at=expiry_a)]
     assert account.available == 100
 
