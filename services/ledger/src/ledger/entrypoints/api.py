@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -144,35 +145,17 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer lk_...`")
 
 
-async def _ledger(request: Request) -> Ledger:
-    ledger: Ledger = request.app.state.ledger
-    return ledger
-
-
-LedgerDep = Annotated[Ledger, Depends(_ledger)]
-
-
-def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
-    async def dependency(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> ApiKey:
-        if credentials is None:
-            raise ProblemError(401, "unauthorized", "an API key is required (Bearer)")
-        keys: KeyRing = request.app.state.keys
-        key = await keys.authenticate(credentials.credentials)
-        if key is None:
-            raise ProblemError(401, "unauthorized", "unknown or revoked API key")
-        if scope not in key.scopes:
-            raise ProblemError(403, "forbidden", f"the API key lacks the {scope} scope")
-        return key
-
-    return dependency
-
-
-IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=255,
-                                       pattern=r"^[\x21-\x7e]+$")]
-CorrelationId = Annotated[str | None, Header(alias="X-Correlation-Id", max_length=100)]
+async def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None,
+                       scope: str) -> ApiKey:
+    if credentials is None:
+        raise ProblemError(401, "unauthorized", "an API key is required (Bearer)")
+    keys: KeyRing = request.app.state.keys
+    key = await keys.authenticate(credentials.credentials)
+    if key is None:
+        raise ProblemError(401, "unauthorized", "unknown or revoked API key")
+    if scope not in key.scopes:
+        raise ProblemError(403, "forbidden", f"the API key lacks the {scope} scope")
+    return key
 
 
 async def _request_hash(request: Request) -> bytes:
@@ -188,12 +171,49 @@ async def _request_hash(request: Request) -> bytes:
     return digest.digest()
 
 
-def _context(key: ApiKey, idempotency_key: str | None, request_hash: bytes | None,
-             correlation_id: str | None, reason: str | None = None) -> RequestContext:
-    return RequestContext(program_id=key.program_id, actor=key.key_id,
-                          correlation_id=correlation_id or str(uuid4()),
-                          idempotency_key=idempotency_key, request_hash=request_hash,
-                          reason=reason)
+@dataclass(frozen=True)
+class Caller:
+    """Who calls, through which ledger; for writes also the idempotency facts."""
+
+    key: ApiKey
+    ledger: Ledger
+    correlation_id: str
+    idempotency_key: str | None = None
+    request_hash: bytes | None = None
+
+    def context(self, reason: str | None = None) -> RequestContext:
+        return RequestContext(program_id=self.key.program_id, actor=self.key.key_id,
+                              correlation_id=self.correlation_id,
+                              idempotency_key=self.idempotency_key,
+                              request_hash=self.request_hash, reason=reason)
+
+
+IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=255,
+                                       pattern=r"^[\x21-\x7e]+$")]
+CorrelationId = Annotated[str | None, Header(alias="X-Correlation-Id", max_length=100)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def reader(scope: str) -> Callable[..., Awaitable[Caller]]:
+    async def dependency(request: Request, credentials: Credentials,
+                         correlation_id: CorrelationId = None) -> Caller:
+        return Caller(await _authenticate(request, credentials, scope), request.app.state.ledger,
+                      correlation_id or str(uuid4()))
+
+    return dependency
+
+
+def writer(scope: str) -> Callable[..., Awaitable[Caller]]:
+    """One dependency per write: the key, the Idempotency-Key and the request's hash."""
+
+    async def dependency(request: Request, credentials: Credentials,
+                         idempotency_key: IdempotencyKey,
+                         correlation_id: CorrelationId = None) -> Caller:
+        return Caller(await _authenticate(request, credentials, scope), request.app.state.ledger,
+                      correlation_id or str(uuid4()), idempotency_key,
+                      await _request_hash(request))
+
+    return dependency
 
 
 def _respond(outcome: Outcome) -> JSONResponse:
@@ -214,12 +234,13 @@ def _purchase(body: EarnRequest) -> Purchase:
     )
 
 
-PointsWrite = Annotated[ApiKey, Depends(require("points:write"))]
-PointsRead = Annotated[ApiKey, Depends(require("points:read"))]
-MembersWrite = Annotated[ApiKey, Depends(require("members:write"))]
-Ops = Annotated[ApiKey, Depends(require("ops"))]
-Admin = Annotated[ApiKey, Depends(require("admin"))]
-RequestHash = Annotated[bytes, Depends(_request_hash)]
+PointsWriter = Annotated[Caller, Depends(writer("points:write"))]
+MembersWriter = Annotated[Caller, Depends(writer("members:write"))]
+OpsWriter = Annotated[Caller, Depends(writer("ops"))]
+AdminWriter = Annotated[Caller, Depends(writer("admin"))]
+PointsReader = Annotated[Caller, Depends(reader("points:read"))]
+OpsReader = Annotated[Caller, Depends(reader("ops"))]
+AdminReader = Annotated[Caller, Depends(reader("admin"))]
 FeedCursor = Annotated[str | None, Query(max_length=40,
                                          description="a previous page's next_cursor")]
 VersionCursor = Annotated[int, Query(ge=0, le=2**31 - 1,
@@ -235,150 +256,121 @@ def _routes(app: FastAPI) -> None:
         return {"status": "ok"}
 
     @app.get("/v1/program", tags=["program"])
-    async def get_program(key: Admin, ledger: LedgerDep) -> JSONResponse:
-        async with ledger.pool.acquire() as conn:
-            return JSONResponse(await read_program(conn, key.program_id))
+    async def get_program(caller: AdminReader) -> JSONResponse:
+        async with caller.ledger.pool.acquire() as conn:
+            return JSONResponse(await read_program(conn, caller.key.program_id))
 
     @app.put("/v1/program", tags=["program"])
-    async def put_program(document: ProgramDocument, key: Admin, ledger: LedgerDep,
-                          idempotency_key: IdempotencyKey, request_hash: RequestHash,
-                          correlation_id: CorrelationId = None) -> JSONResponse:
-        async with ledger.pool.acquire() as conn:
+    async def put_program(document: ProgramDocument, caller: AdminWriter) -> JSONResponse:
+        assert caller.idempotency_key is not None and caller.request_hash is not None
+        async with caller.ledger.pool.acquire() as conn:
             stored = await conn.fetchrow(
                 "SELECT encode(request_hash, 'hex') AS hash, status_code, response"
                 " FROM idempotency_keys WHERE program_id = $1 AND key = $2",
-                key.program_id, idempotency_key)
+                caller.key.program_id, caller.idempotency_key)
             if stored is not None:
-                if stored["hash"] != request_hash.hex():
+                if stored["hash"] != caller.request_hash.hex():
                     raise ProblemError(422, "idempotency_key_reused",
                                        "this Idempotency-Key was used with a different request")
                 return JSONResponse(stored["response"], status_code=stored["status_code"])
             try:
                 body = await configure_program(
-                    conn, key.program_id, document, actor=key.key_id,
-                    correlation_id=correlation_id or str(uuid4()),
-                    idempotency=(idempotency_key, request_hash))
+                    conn, caller.key.program_id, document, actor=caller.key.key_id,
+                    correlation_id=caller.correlation_id,
+                    idempotency=(caller.idempotency_key, caller.request_hash))
             except asyncpg.UniqueViolationError:
                 # A twin committed first; its record answers (or refuses) this request.
-                return await put_program(document, key, ledger, idempotency_key,
-                                         request_hash, correlation_id)
+                return await put_program(document, caller)
         return JSONResponse(body)
 
     @app.post("/v1/members", status_code=201, tags=["members"])
-    async def enrol(body: EnrolRequest, key: MembersWrite, ledger: LedgerDep,
-                    idempotency_key: IdempotencyKey, request_hash: RequestHash,
-                    correlation_id: CorrelationId = None) -> JSONResponse:
+    async def enrol(body: EnrolRequest, caller: MembersWriter) -> JSONResponse:
         profile = body.model_dump(exclude={"external_id"})
         profile["referred_by"] = str(body.referred_by) if body.referred_by else None
-        return _respond(await ledger.enrol(
-            _context(key, idempotency_key, request_hash, correlation_id),
-            external_id=body.external_id, profile=profile))
+        return _respond(await caller.ledger.enrol(caller.context(),
+                                                  external_id=body.external_id,
+                                                  profile=profile))
 
     @app.get("/v1/members/{member_id}", tags=["members"])
-    async def get_member(member_id: UUID, key: PointsRead, ledger: LedgerDep) -> JSONResponse:
-        return JSONResponse(await ledger.member(key.program_id, member_id))
+    async def get_member(member_id: UUID, caller: PointsReader) -> JSONResponse:
+        return JSONResponse(await caller.ledger.member(caller.key.program_id, member_id))
 
     @app.post("/v1/members/{member_id}/cards", status_code=201, tags=["members"])
-    async def link_card(member_id: UUID, body: CardRequest, key: MembersWrite,
-                        ledger: LedgerDep, idempotency_key: IdempotencyKey,
-                        request_hash: RequestHash,
-                        correlation_id: CorrelationId = None) -> JSONResponse:
-        return _respond(await ledger.link_card(
-            _context(key, idempotency_key, request_hash, correlation_id), member_id,
-            body.card_token))
+    async def link_card(member_id: UUID, body: CardRequest,
+                        caller: MembersWriter) -> JSONResponse:
+        return _respond(await caller.ledger.link_card(caller.context(), member_id,
+                                                      body.card_token))
 
     @app.delete("/v1/members/{member_id}/cards/{card_token}", tags=["members"])
-    async def unlink_card(member_id: UUID, card_token: str, key: MembersWrite,
-                          ledger: LedgerDep, idempotency_key: IdempotencyKey,
-                          request_hash: RequestHash,
-                          correlation_id: CorrelationId = None) -> JSONResponse:
-        return _respond(await ledger.unlink_card(
-            _context(key, idempotency_key, request_hash, correlation_id), member_id,
-            card_token))
+    async def unlink_card(member_id: UUID, card_token: str,
+                          caller: MembersWriter) -> JSONResponse:
+        return _respond(await caller.ledger.unlink_card(caller.context(), member_id,
+                                                        card_token))
 
-    async def _earn(body: EarnRequest, key: ApiKey, ledger: Ledger, idempotency_key: str,
-                    request_hash: bytes, correlation_id: str | None,
-                    **target: Any) -> JSONResponse:
+    async def _earn(body: EarnRequest, caller: Caller, **target: Any) -> JSONResponse:
         if body.points is not None:
-            if "ops" not in key.scopes:
+            if "ops" not in caller.key.scopes:
                 raise ProblemError(403, "forbidden", "bonus points need the ops scope")
-            return _respond(await ledger.earn_bonus(
-                _context(key, idempotency_key, request_hash, correlation_id, body.reason),
-                points=body.points, qualifying=body.qualifying, occurred_at=body.occurred_at,
-                **target))
-        return _respond(await ledger.earn(
-            _context(key, idempotency_key, request_hash, correlation_id, body.reason),
-            _purchase(body), **target))
+            return _respond(await caller.ledger.earn_bonus(
+                caller.context(body.reason), points=body.points, qualifying=body.qualifying,
+                occurred_at=body.occurred_at, **target))
+        return _respond(await caller.ledger.earn(caller.context(body.reason), _purchase(body),
+                                                 **target))
 
     @app.post("/v1/members/{member_id}/earn", status_code=201, tags=["points"])
-    async def earn(member_id: UUID, body: EarnRequest, key: PointsWrite, ledger: LedgerDep,
-                   idempotency_key: IdempotencyKey, request_hash: RequestHash,
-                   correlation_id: CorrelationId = None) -> JSONResponse:
-        return await _earn(body, key, ledger, idempotency_key, request_hash, correlation_id,
-                           member_id=member_id)
+    async def earn(member_id: UUID, body: EarnRequest, caller: PointsWriter) -> JSONResponse:
+        return await _earn(body, caller, member_id=member_id)
 
     @app.post("/v1/cards/{card_token}/earn", status_code=201, tags=["points"])
-    async def earn_by_card(card_token: str, body: EarnRequest, key: PointsWrite,
-                           ledger: LedgerDep, idempotency_key: IdempotencyKey,
-                           request_hash: RequestHash,
-                           correlation_id: CorrelationId = None) -> JSONResponse:
-        return await _earn(body, key, ledger, idempotency_key, request_hash, correlation_id,
-                           card_token=card_token)
+    async def earn_by_card(card_token: str, body: EarnRequest,
+                           caller: PointsWriter) -> JSONResponse:
+        return await _earn(body, caller, card_token=card_token)
 
     @app.post("/v1/members/{member_id}/redeem", status_code=201, tags=["points"])
-    async def redeem(member_id: UUID, body: RedeemRequest, key: PointsWrite,
-                     ledger: LedgerDep, idempotency_key: IdempotencyKey,
-                     request_hash: RequestHash,
-                     correlation_id: CorrelationId = None) -> JSONResponse:
-        return _respond(await ledger.redeem(
-            _context(key, idempotency_key, request_hash, correlation_id, body.reward),
-            member_id, points=body.points, reward=body.reward, order_id=body.order_id))
+    async def redeem(member_id: UUID, body: RedeemRequest, caller: PointsWriter) -> JSONResponse:
+        return _respond(await caller.ledger.redeem(
+            caller.context(body.reward), member_id, points=body.points, reward=body.reward,
+            order_id=body.order_id))
 
     @app.post("/v1/transactions/{transaction_id}/reverse", status_code=201, tags=["points"])
-    async def reverse(transaction_id: UUID, key: PointsWrite, ledger: LedgerDep,
-                      idempotency_key: IdempotencyKey, request_hash: RequestHash,
-                      body: ReverseRequest | None = None,
-                      correlation_id: CorrelationId = None) -> JSONResponse:
+    async def reverse(transaction_id: UUID, caller: PointsWriter,
+                      body: ReverseRequest | None = None) -> JSONResponse:
         body = body or ReverseRequest()
-        return _respond(await ledger.reverse(
-            _context(key, idempotency_key, request_hash, correlation_id, body.reason),
-            transaction_id, points=body.points,
+        return _respond(await caller.ledger.reverse(
+            caller.context(body.reason), transaction_id, points=body.points,
             amount=Decimal(body.amount) if body.amount is not None else None))
 
     @app.get("/v1/transactions/{transaction_id}", tags=["points"])
-    async def get_transaction(transaction_id: UUID, key: PointsRead,
-                              ledger: LedgerDep) -> JSONResponse:
-        return JSONResponse(await ledger.transaction(key.program_id, transaction_id))
+    async def get_transaction(transaction_id: UUID, caller: PointsReader) -> JSONResponse:
+        return JSONResponse(await caller.ledger.transaction(caller.key.program_id,
+                                                            transaction_id))
 
     @app.post("/v1/members/{member_id}/adjust", status_code=201, tags=["ops"])
-    async def adjust(member_id: UUID, body: AdjustRequest, key: Ops, ledger: LedgerDep,
-                     idempotency_key: IdempotencyKey, request_hash: RequestHash,
-                     correlation_id: CorrelationId = None) -> JSONResponse:
-        return _respond(await ledger.adjust(
-            _context(key, idempotency_key, request_hash, correlation_id, body.reason),
-            member_id, points=body.points))
+    async def adjust(member_id: UUID, body: AdjustRequest, caller: OpsWriter) -> JSONResponse:
+        return _respond(await caller.ledger.adjust(caller.context(body.reason), member_id,
+                                                   points=body.points))
 
     @app.get("/v1/members/{member_id}/balance", tags=["points"])
-    async def balance(member_id: UUID, key: PointsRead, ledger: LedgerDep,
+    async def balance(member_id: UUID, caller: PointsReader,
                       as_of: AwareDatetime | None = None) -> JSONResponse:
-        return JSONResponse(await ledger.balance(key.program_id, member_id, as_of))
+        return JSONResponse(await caller.ledger.balance(caller.key.program_id, member_id, as_of))
 
     @app.get("/v1/members/{member_id}/events", tags=["events"])
-    async def member_events(member_id: UUID, key: PointsRead, ledger: LedgerDep,
-                            cursor: VersionCursor = 0, limit: Limit = 100) -> JSONResponse:
-        return JSONResponse(await ledger.member_events(key.program_id, member_id,
-                                                       after=cursor, limit=limit))
+    async def member_events(member_id: UUID, caller: PointsReader, cursor: VersionCursor = 0,
+                            limit: Limit = 100) -> JSONResponse:
+        return JSONResponse(await caller.ledger.member_events(
+            caller.key.program_id, member_id, after=cursor, limit=limit))
 
     @app.get("/v1/events", tags=["events"])
-    async def feed(key: Ops, ledger: LedgerDep, cursor: FeedCursor = None,
+    async def feed(caller: OpsReader, cursor: FeedCursor = None,
                    limit: Limit = 100) -> JSONResponse:
-        return JSONResponse(await ledger.feed(key.program_id, cursor=cursor, limit=limit))
+        return JSONResponse(await caller.ledger.feed(caller.key.program_id, cursor=cursor,
+                                                     limit=limit))
 
     @app.post("/v1/ops/clock", tags=["ops"])
-    async def clock(key: Ops, ledger: LedgerDep, as_of: AwareDatetime | None = None,
-                    correlation_id: CorrelationId = None) -> JSONResponse:
-        at = ledger.check_as_of(as_of)
-        return JSONResponse(await ledger.run_clock(at, key.program_id, actor=key.key_id,
-                                                   correlation_id=correlation_id))
-
-
+    async def clock(caller: OpsReader, as_of: AwareDatetime | None = None) -> JSONResponse:
+        # Time-driven processing is idempotent by as_of; it takes no Idempotency-Key.
+        at = caller.ledger.check_as_of(as_of)
+        return JSONResponse(await caller.ledger.run_clock(
+            at, caller.key.program_id, actor=caller.key.key_id,
+            correlation_id=caller.correlation_id))
