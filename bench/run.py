@@ -102,7 +102,7 @@ class CpuMeter:
                 total = times.user + times.system
                 if with_children:
                     total += times.children_user + times.children_system
-                    for child in process.children():
+                    for child in process.children(recursive=True):
                         try:
                             child_times = child.cpu_times()
                             total += child_times.user + child_times.system
@@ -123,7 +123,7 @@ class CpuMeter:
         return CpuSample(
             at=time.perf_counter(),
             machine_busy=busy,
-            server=self._process_seconds(self.server_pid, with_children=False),
+            server=self._process_seconds(self.server_pid, with_children=True),
             postgres=self._process_seconds(self.postmaster_pid, with_children=True),
             children=own_children.ru_utime + own_children.ru_stime,
         )
@@ -592,6 +592,8 @@ def main() -> None:
             "LEDGER_PORT": str(port),
             "LOYALTY_ENV": "dev",
             "LEDGER_CLOCK_INTERVAL_SECONDS": "0",
+            # One worker per core, as the ledger is run on a machine of its own.
+            "LEDGER_WORKERS": os.environ.get("LEDGER_WORKERS", str(psutil.cpu_count() or 1)),
             "LOG_LEVEL": "WARNING",
         }
         log = workdir / "ledger.log"

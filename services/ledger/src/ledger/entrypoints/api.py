@@ -84,11 +84,19 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+CLOCK_LOCK = 0x6C6F79616C7479  # an advisory lock id: one scheduled clock run at a time
+
+
 async def _clock_loop(ledger: Ledger, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            result = await ledger.run_clock(datetime.now(UTC))
+            # Workers and replicas all schedule runs; the lock lets one run at a time
+            # (a second run would find nothing due, but would read for nothing).
+            async with ledger.pool.acquire() as conn, conn.transaction():
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", CLOCK_LOCK):
+                    continue
+                result = await ledger.run_clock(datetime.now(UTC))
             if result["members"]:
                 log.info("clock_ran", **result)
         except Exception:

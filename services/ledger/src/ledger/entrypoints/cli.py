@@ -159,18 +159,20 @@ def clock(as_of: Annotated[datetime | None, typer.Option(help="Default: now")] =
 
 @app.command("serve")
 def serve() -> None:
-    """Run the ledger's HTTP API (LEDGER_HOST, LEDGER_PORT)."""
-    import uvicorn
+    """Run the ledger's HTTP API (LEDGER_HOST, LEDGER_PORT, LEDGER_WORKERS)."""
+    import os
 
-    from ledger.entrypoints.api import create_app
+    import uvicorn
 
     settings = LedgerSettings()
     if settings.database_url is None:
-        # Resolve the embedded server here, so that this process holds it for its lifetime.
-        settings = settings.model_copy(update={"database_url": _dsn(settings)})
-    migrate(settings.database_url or "")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="warning", access_log=False, loop="uvloop", http="httptools")
+        # Resolve the embedded server here, so that this process holds it for its lifetime;
+        # the workers find it through the environment.
+        os.environ["DATABASE_URL"] = _dsn(settings)
+    migrate(os.environ.get("DATABASE_URL") or settings.database_url or "")
+    uvicorn.run("ledger.entrypoints.api:create_app", factory=True, workers=settings.workers,
+                host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                loop="uvloop", http="httptools")
 
 
 if __name__ == "__main__":
