@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 from loyalty_common.embedded import EmbeddedPostgres, _create_database
@@ -43,6 +44,16 @@ def fresh_database() -> Iterator[str]:
     finally:
         if server is not None:
             server.stop()
+        else:
+            asyncio.run(_drop_database(admin, name))
+
+
+async def _drop_database(admin_dsn: str, name: str) -> None:
+    connection = await asyncpg.connect(admin_dsn)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
 
 
 @contextmanager
