@@ -269,3 +269,38 @@ def test_enrolment_twins_get_one_member(program: Program) -> None:
     created = [r for r in responses if r.status_code == 201]
     assert created and {r.status_code for r in responses} <= {201, 409}
     assert len({r.json()["member_id"] for r in created}) == 1
+
+
+def test_changed_qualification_period_moves_the_clock_schedule(api: httpx.Client,
+                                                               database_url: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    def configure(kind: str) -> None:
+        document = {k: v for k, v in api.get("/v1/program").json().items()
+                    if k not in ("program_id", "version")}
+        document["qualification_period"] = {"kind": kind}
+        assert api.put("/v1/program", json=document, headers=idem()).status_code == 200
+
+    configure("rolling_12_months")
+    member = enrol(api)
+
+    async def next_end() -> datetime:
+        conn = await asyncpg.connect(database_url)
+        try:
+            value: datetime = await conn.fetchval(
+                "SELECT next_period_end FROM members WHERE member_id = $1", uuid.UUID(member))
+            return value
+        finally:
+            await conn.close()
+
+    month_end = asyncio.run(next_end())
+    configure("calendar_year")
+    # The stored schedule still says month end. The visit it causes records nothing (the
+    # calendar year has not ended) but moves the schedule, so later runs skip the member.
+    first = api.post("/v1/ops/clock", params={"as_of": month_end.isoformat()}).json()
+    assert first["members"] == 1 and first["events"] == {}
+    assert asyncio.run(next_end()) > month_end
+    again = api.post("/v1/ops/clock", params={"as_of": month_end.isoformat()}).json()
+    assert again["members"] == 0

@@ -42,7 +42,7 @@ SELECT
                               'status', i.status_code, 'response', i.response)
        FROM idempotency_keys i WHERE i.program_id = $1 AND i.key = $5) AS idempotency,
     m.member_id, m.external_id, m.version, m.enrolled_at, m.profile, m.available, m.pending,
-    m.debt, m.lifetime_earned, m.qualifying, m.periods_closed_until,
+    m.debt, m.lifetime_earned, m.qualifying, m.periods_closed_until, m.next_period_end,
     CASE WHEN $6 AND m.member_id IS NOT NULL THEN (
         -- One arm per access path, so that each can use its partial index; an OR across
         -- them makes the planner scan the whole lots table.
@@ -168,6 +168,7 @@ class Loaded:
     config: dict[str, Any]
     idempotency: dict[str, Any] | None
     account: MemberAccount | None
+    next_period_end: datetime | None = None
     order_seen: bool = False
     card_owner: str | None = None
     external_owner: str | None = None
@@ -220,6 +221,7 @@ async def load_member(
         config=row["config"],
         idempotency=row["idempotency"],
         account=account,
+        next_period_end=row["next_period_end"],
         order_seen=bool(row["order_seen"]),
         card_owner=str(row["card_owner"]) if row["card_owner"] else None,
         external_owner=str(row["external_owner"]) if row["external_owner"] else None,
@@ -288,3 +290,11 @@ async def member_events(
 def fold(records: list[asyncpg.Record]) -> MemberAccount:
     events: list[Event] = [decode_event(r["type"], r["data"]) for r in records]
     return MemberAccount.from_events(events)
+
+
+async def refresh_next_period_end(conn: asyncpg.Connection, member_id: UUID,
+                                  next_period_end: datetime) -> None:
+    """Store a recomputed ``next_period_end`` (it derives from the program's configuration,
+    not from events, so a configuration change can leave it stale)."""
+    await conn.execute("UPDATE members SET next_period_end = $2 WHERE member_id = $1",
+                       member_id, next_period_end)

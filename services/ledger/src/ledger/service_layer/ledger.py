@@ -166,6 +166,9 @@ class Ledger:
             raise DuplicateOrderError("this order has already earned points for the member")
         body = decide(account, config, loaded, now)
         if not account.new_events:
+            next_end = account.next_period_end(config)
+            if loaded.next_period_end is not None and loaded.next_period_end != next_end:
+                await repository.refresh_next_period_end(conn, UUID(account.member_id), next_end)
             return status, body
         record = None
         if ctx.idempotency_key is not None and ctx.request_hash is not None:
