@@ -244,8 +244,10 @@ def test_global_feed_pages_by_cursor(api: httpx.Client) -> None:
         seen.extend(e["position"] for e in page.json()["events"])
         cursor = page.json()["next_cursor"]
     assert len(seen) == len(set(seen)) >= 7
-    bad = api.get("/v1/events", params={"cursor": "x"})
-    assert bad.status_code == 422 and bad.json()["code"] == "invalid_cursor"
+    for bad_cursor in ("x", "99999999999999999999-1", "1-99999999999999999999", "\u00b2-1",
+                       "\u0663-1", "1-" + "1" * 60):
+        bad = api.get("/v1/events", params={"cursor": bad_cursor})
+        assert bad.status_code == 422 and bad.json()["code"] == "invalid_cursor", bad_cursor
 
 
 def test_unknown_transaction_is_transaction_not_found(api: httpx.Client) -> None:

@@ -18,7 +18,8 @@ class LedgerSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", alias="LEDGER_HOST")
     port: int = Field(default=8000, alias="LEDGER_PORT")
     workers: int = Field(default=1, ge=1, le=64, alias="LEDGER_WORKERS")
-    pool_size: int = Field(default=10, ge=1, alias="LEDGER_DB_POOL_SIZE")
+    # The scheduled clock holds one connection for its lock while it works on others.
+    pool_size: int = Field(default=10, ge=2, alias="LEDGER_DB_POOL_SIZE")
     clock_interval_seconds: float = Field(default=60.0, ge=0, alias="LEDGER_CLOCK_INTERVAL_SECONDS")
     max_body_bytes: int = Field(default=64 * 1024, alias="LEDGER_MAX_BODY_BYTES")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")

@@ -8,6 +8,7 @@ transaction that locks the member row, so hot members converge instead of spinni
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -463,13 +464,16 @@ class Ledger:
         }
 
 
+_CURSOR = re.compile(r"^([0-9]{1,20})-([0-9]{1,19})$")
+
+
 def _parse_cursor(cursor: str | None) -> tuple[int, int]:
     if not cursor:
         return 0, 0
-    xact, _, position = cursor.partition("-")
-    if not (xact.isdigit() and position.isdigit()) or len(cursor) > 40:
+    match = _CURSOR.match(cursor)
+    if match is None or int(match[1]) >= 2**64 or int(match[2]) >= 2**63:
         raise InvalidCursorError("not a cursor from this feed", field="cursor")
-    return int(xact), int(position)
+    return int(match[1]), int(match[2])
 
 
 def _event_view(record: asyncpg.Record) -> dict[str, Any]:
