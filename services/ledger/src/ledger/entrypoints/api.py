@@ -52,7 +52,10 @@ log = structlog.get_logger("ledger")
 
 
 class BodyLimit:
-    """Refuses bodies over the limit with 413, before anything reads them."""
+    """Refuses bodies over the limit with a problem+json 413, before anything reads them.
+
+    (FastAPI's own ``max_body_size`` answers in plain text, outside the error contract.)
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
