@@ -5,7 +5,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 UV_VERSION := 0.13.9
 
-.PHONY: install run test bench lint format typecheck clean
+.PHONY: install run test bench lint format proto clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -27,6 +27,9 @@ lint: install
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync ruff format --check .
 	$(UV) run --no-sync mypy
+
+proto: install
+	$(UV) run --no-sync python scripts/gen_proto.py
 
 format: install
 	$(UV) run --no-sync ruff format .

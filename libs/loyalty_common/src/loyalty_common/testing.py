@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,13 +16,9 @@ import asyncpg
 import httpx
 
 from loyalty_common.embedded import EmbeddedPostgres, _create_database
+from loyalty_common.ports import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["free_port", "fresh_database", "running_process"]
 
 
 @contextmanager

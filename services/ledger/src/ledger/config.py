@@ -23,6 +23,15 @@ class LedgerSettings(BaseSettings):
     clock_interval_seconds: float = Field(default=60.0, ge=0, alias="LEDGER_CLOCK_INTERVAL_SECONDS")
     max_body_bytes: int = Field(default=64 * 1024, alias="LEDGER_MAX_BODY_BYTES")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    kafka_bootstrap_servers: str | None = Field(default=None, alias="KAFKA_BOOTSTRAP_SERVERS")
+    ledger_topic: str = Field(default="loyalty.ledger.events.v1", alias="LEDGER_TOPIC")
+    kafka_partitions: int = Field(default=6, ge=1, alias="KAFKA_PARTITIONS")
+    kafka_replication_factor: int = Field(default=1, ge=1, alias="KAFKA_REPLICATION_FACTOR")
+    # Idempotent producers need real Kafka; the embedded broker refuses them.
+    kafka_idempotence: bool = Field(default=False, alias="KAFKA_ENABLE_IDEMPOTENCE")
+    relay_host: str = Field(default="127.0.0.1", alias="RELAY_HOST")
+    relay_port: int = Field(default=8010, alias="RELAY_PORT")
+    relay_batch_size: int = Field(default=1000, ge=1, le=100_000, alias="RELAY_BATCH_SIZE")
 
     @property
     def allow_future_as_of(self) -> bool:

@@ -80,6 +80,19 @@ WHERE p.program_id = $1
 
 LOCK_SQL = "SELECT 1 FROM members WHERE member_id = $1 FOR UPDATE"
 
+# A row lock assigns the transaction id when it is requested, so a transaction that
+# waited may hold an id older than the stream's last write. Readers of the event store
+# take commit-safe order to be transaction id order; for a stream that order must be
+# its version order, so such a transaction restarts (with a fresh id) instead of writing.
+STREAM_ORDER_SQL = """
+SELECT coalesce((SELECT xact_id FROM events WHERE stream_id = $1
+                  ORDER BY version DESC LIMIT 1) < pg_current_xact_id(), true)
+"""
+
+
+class StaleTransactionError(Exception):
+    """This transaction's id is older than its stream's last write: restart it."""
+
 SAVE_SQL = """
 WITH m AS (
     INSERT INTO members AS cur (member_id, program_id, external_id, version, enrolled_at,
@@ -194,6 +207,8 @@ async def load_member(
     """Everything a member command needs, in one round trip. None: no such program."""
     if for_update and member_id is not None:
         await conn.execute(LOCK_SQL, member_id)
+        if not await conn.fetchval(STREAM_ORDER_SQL, str(member_id)):
+            raise StaleTransactionError(str(member_id))
     row = await conn.fetchrow(
         LOAD_SQL, program_id, member_id, card_token, transaction_id, idempotency_key,
         load_lots, lots_until, order_id, load_cards, link_card_token, external_id,

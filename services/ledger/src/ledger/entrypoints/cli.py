@@ -157,6 +157,24 @@ def clock(as_of: Annotated[datetime | None, typer.Option(help="Default: now")] =
     typer.echo(json.dumps(result, indent=2))
 
 
+@app.command("relay")
+def relay() -> None:
+    """Publish the event store to Kafka (KAFKA_BOOTSTRAP_SERVERS, LEDGER_TOPIC, RELAY_PORT)."""
+    import os
+
+    import uvicorn
+
+    from ledger.entrypoints.relay import create_relay_app
+
+    settings = LedgerSettings()
+    if settings.database_url is None:
+        os.environ["DATABASE_URL"] = _dsn(settings)
+        settings = LedgerSettings()
+    migrate(settings.database_url or "")
+    uvicorn.run(create_relay_app(settings), host=settings.relay_host, port=settings.relay_port,
+                log_level="warning", access_log=False, loop="uvloop")
+
+
 @app.command("serve")
 def serve() -> None:
     """Run the ledger's HTTP API (LEDGER_HOST, LEDGER_PORT, LEDGER_WORKERS)."""

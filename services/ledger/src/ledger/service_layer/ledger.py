@@ -120,6 +120,8 @@ class Ledger:
                     except asyncpg.UniqueViolationError as exc:
                         self._raise_for_constraint(exc)
                         continue
+                    except repository.StaleTransactionError:
+                        continue
                 if outcome is not None:
                     return outcome
             raise ContentionError("the member is being changed by many requests; retry")
