@@ -31,6 +31,7 @@ class LedgerSettings(BaseSettings):
     kafka_idempotence: bool = Field(default=False, alias="KAFKA_ENABLE_IDEMPOTENCE")
     relay_host: str = Field(default="127.0.0.1", alias="RELAY_HOST")
     relay_port: int = Field(default=8010, alias="RELAY_PORT")
+    relay_name: str = Field(default="ledger-events", min_length=1, alias="RELAY_NAME")
     relay_batch_size: int = Field(default=1000, ge=1, le=100_000, alias="RELAY_BATCH_SIZE")
 
     @property

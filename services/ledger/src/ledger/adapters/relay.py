@@ -17,6 +17,7 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from loyalty_common.kafka import ensure_topic
 
 from ledger.adapters.protobuf import envelope_bytes
 
@@ -46,10 +47,11 @@ class Lag:
 
 
 class Relay:
-    def __init__(self, pool: asyncpg.Pool, *, bootstrap: str, topic: str, batch_size: int,
-                 idempotence: bool, name: str = "ledger-events",
-                 idle_seconds: float = 0.05) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, bootstrap: str, topic: str, partitions: int,
+                 replication_factor: int, batch_size: int, idempotence: bool,
+                 name: str = "ledger-events", idle_seconds: float = 0.05) -> None:
         self.pool, self.bootstrap, self.topic = pool, bootstrap, topic
+        self.partitions, self.replication_factor = partitions, replication_factor
         self.batch_size, self.idempotence, self.name = batch_size, idempotence, name
         self.idle_seconds = idle_seconds
         self.published = 0
@@ -63,22 +65,25 @@ class Relay:
         return Lag(int(row["events"]), float(row["seconds"]))
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop`` is set; failures are logged and retried with backoff."""
         backoff = 0.1
         try:
             while not stop.is_set():
+                wait = self.idle_seconds
                 try:
-                    sent = await self.publish_batch()
+                    if await self.publish_batch():
+                        wait = 0
                     backoff = 0.1
-                except (TimeoutError, KafkaError, OSError) as exc:
-                    sent = 0
+                except (TimeoutError, KafkaError) as exc:
                     await self._fail(exc)
-                if sent == 0:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(stop.wait(),
-                                               backoff if not self.broker_up else
-                                               self.idle_seconds)
-                    if not self.broker_up:
-                        backoff = min(backoff * 2, 5.0)
+                    wait, backoff = backoff, min(backoff * 2, 5.0)
+                except Exception as exc:  # the database, most likely: never die, retry
+                    log.warning("relay_batch_failed", error=repr(exc))
+                    await self._close_producer()
+                    wait, backoff = backoff, min(backoff * 2, 5.0)
+                if wait:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), wait)
         finally:
             await self._close_producer()
 
@@ -111,6 +116,10 @@ class Relay:
 
     async def _load_cursor(self) -> tuple[str, int]:
         if self._cursor is None:
+            # A relay of a new name publishes the store from its beginning.
+            await self.pool.execute(
+                "INSERT INTO relay_cursors (name, xact_id, position) VALUES ($1, '0', 0)"
+                " ON CONFLICT (name) DO NOTHING", self.name)
             row = await self.pool.fetchrow(
                 "SELECT xact_id::text AS xact, position FROM relay_cursors WHERE name = $1",
                 self.name)
@@ -121,6 +130,9 @@ class Relay:
 
     async def _producer_started(self) -> AIOKafkaProducer:
         if self._producer is None:
+            # (Re)connecting: the topic may be new to this broker, e.g. a restarted one.
+            await ensure_topic(self.bootstrap, self.topic, partitions=self.partitions,
+                               replication_factor=self.replication_factor)
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap, acks="all", linger_ms=0,
                 enable_idempotence=self.idempotence, request_timeout_ms=10_000,

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from loyalty_common.db import create_pool
-from loyalty_common.kafka import ensure_topic
 from loyalty_common.logs import configure_logging
 from loyalty_common.problems import JSONResponse
 
@@ -27,25 +25,13 @@ def create_relay_app(settings: LedgerSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_pool(settings.database_url or "", min_size=2, max_size=4)
         relay = Relay(pool, bootstrap=bootstrap, topic=settings.ledger_topic,
+                      partitions=settings.kafka_partitions,
+                      replication_factor=settings.kafka_replication_factor,
                       batch_size=settings.relay_batch_size,
-                      idempotence=settings.kafka_idempotence)
+                      idempotence=settings.kafka_idempotence, name=settings.relay_name)
         app.state.relay = relay
         stop = asyncio.Event()
-
-        async def start() -> None:
-            # The broker may come up after the relay: keep trying to create the topic.
-            while not stop.is_set():
-                try:
-                    await ensure_topic(bootstrap, settings.ledger_topic,
-                                       partitions=settings.kafka_partitions,
-                                       replication_factor=settings.kafka_replication_factor)
-                    break
-                except Exception:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 1.0)
-            await relay.run(stop)
-
-        task = asyncio.create_task(start())
+        task = asyncio.create_task(relay.run(stop))
         try:
             yield
         finally:
