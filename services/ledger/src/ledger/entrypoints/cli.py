@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -31,6 +32,10 @@ projections_app = typer.Typer(help="Read models built from the events.", no_args
 app.add_typer(db_app, name="db")
 app.add_typer(program_app, name="program")
 app.add_typer(projections_app, name="projections")
+replay_app = typer.Typer(help="Replay events: to Kafka, into read models.", no_args_is_help=True)
+events_app = typer.Typer(help="The ledger's events on Kafka.", no_args_is_help=True)
+app.add_typer(replay_app, name="replay")
+app.add_typer(events_app, name="events")
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -173,6 +178,99 @@ def relay() -> None:
     migrate(settings.database_url or "")
     uvicorn.run(create_relay_app(settings), host=settings.relay_host, port=settings.relay_port,
                 log_level="warning", access_log=False, loop="uvloop")
+
+
+def _bootstrap(settings: LedgerSettings) -> str:
+    if not settings.kafka_bootstrap_servers:
+        raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS (make run prints it)",
+                                 param_hint="KAFKA_BOOTSTRAP_SERVERS")
+    return settings.kafka_bootstrap_servers
+
+
+@replay_app.command("publish")
+def replay_publish(
+    member: Annotated[UUID | None, typer.Option(help="Only this member's events")] = None,
+    program: Annotated[UUID | None, typer.Option(help="Only this program's events")] = None,
+    from_position: Annotated[int | None, typer.Option(min=1, help="First position")] = None,
+    to_position: Annotated[int | None, typer.Option(min=1, help="Last position")] = None,
+    since: Annotated[datetime | None, typer.Option(help="Recorded at or after (with zone)")]
+        = None,
+    until: Annotated[datetime | None, typer.Option(help="Recorded before (with zone)")] = None,
+) -> None:
+    """Republish stored events to the ledger topic with the replay flag set."""
+    from rich.progress import Progress
+
+    from ledger.adapters.replay import Selection, count, publish
+
+    for name, value in (("--since", since), ("--until", until)):
+        if value is not None and value.tzinfo is None:
+            raise typer.BadParameter("give a time zone, e.g. 2026-01-01T00:00:00+00:00",
+                                     param_hint=name)
+    settings = LedgerSettings()
+    bootstrap = _bootstrap(settings)
+    dsn = _dsn(settings)
+    selection = Selection(program_id=program, member_id=member, from_position=from_position,
+                          to_position=to_position, since=since, until=until)
+
+    async def run() -> int:
+        conn = await connect(dsn)
+        try:
+            total = await count(conn, selection)
+            with Progress(transient=False) as bar:
+                task = bar.add_task("republishing", total=total)
+                started = time.perf_counter()
+                sent = await publish(conn, selection, bootstrap=bootstrap,
+                                     topic=settings.ledger_topic,
+                                     partitions=settings.kafka_partitions,
+                                     replication_factor=settings.kafka_replication_factor,
+                                     progress=lambda n: bar.advance(task, n))
+            seconds = time.perf_counter() - started
+            typer.echo(f"republished {sent} events to {settings.ledger_topic} in {seconds:.1f}s"
+                       f" ({sent / max(seconds, 1e-9):.0f} events/s)", err=True)
+            return sent
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@events_app.command("tail")
+def events_tail(
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest message")] = False,
+    member: Annotated[str | None, typer.Option(help="Only this member's events")] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="Stop after this many")] = None,
+) -> None:
+    """Follow the ledger topic and print each event as one line of JSON."""
+    from aiokafka import AIOKafkaConsumer
+    from google.protobuf.json_format import MessageToDict
+
+    from ledger.adapters.protobuf import decode
+
+    settings = LedgerSettings()
+    bootstrap = _bootstrap(settings)
+
+    async def run() -> None:
+        consumer = AIOKafkaConsumer(
+            settings.ledger_topic, bootstrap_servers=bootstrap, group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest")
+        await consumer.start()
+        printed = 0
+        try:
+            async for message in consumer:
+                if member is not None and message.key != member.encode():
+                    continue
+                envelope = MessageToDict(decode(message.value),
+                                         preserving_proto_field_name=True)
+                typer.echo(json.dumps(envelope, ensure_ascii=False))
+                printed += 1
+                if count is not None and printed >= count:
+                    break
+        finally:
+            await consumer.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
 
 
 @app.command("serve")
