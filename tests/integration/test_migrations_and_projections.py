@@ -14,7 +14,7 @@ from ledger.adapters.projections import snapshot
 from ledger.entrypoints.cli import migrate
 from loyalty_common.testing import fresh_database
 
-from tests.integration.conftest import Program, earn, enrol, idem
+from tests.integration.conftest import Program, earn, enrol, idem, purchase
 
 
 def test_migrations_apply_to_an_empty_database() -> None:
@@ -59,13 +59,84 @@ def test_rebuild_gives_identical_read_models(program: Program, database_url: str
                      json={"amount": "350"}, headers=idem())
         api.post("/v1/ops/clock", params={"as_of": "2029-02-01T00:00:00Z"}, headers=idem())
     before = asyncio.run(_snapshot(database_url))
+    indexes_before = asyncio.run(_indexes(database_url))
     assert before["members"] and before["lots"] and before["transactions"] and before["cards"]
-    loyalty = shutil.which("loyalty", path=str(Path(sys.executable).parent))
-    assert loyalty is not None
-    result = subprocess.run([loyalty, "projections", "rebuild"], capture_output=True, text=True,
-                            env={**os.environ, "DATABASE_URL": database_url}, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "rebuilt projections" in result.stderr
+    result = _rebuild(database_url)
+    assert "differed from the old read models: {'members': 0, 'lots': 0, 'transactions': 0," \
+        " 'cards': 0}" in result
     after = asyncio.run(_snapshot(database_url))
     for table in before:
         assert after[table] == before[table], table
+    assert asyncio.run(_indexes(database_url)) == indexes_before
+    with program.client() as api:  # constraint names survive: duplicates still map to 409
+        member = enrol(api)
+        order = earn(api, member, "10")
+        again = api.post(f"/v1/members/{member}/earn",
+                         json={"order_id": "o-dup", "amount": "10", "currency": "NOK",
+                               "occurred_at": "2026-11-01T12:00:00Z", "channel": "store"},
+                         headers=idem())
+        assert again.status_code == 201
+        duplicate = api.post(f"/v1/members/{member}/earn",
+                             json={"order_id": "o-dup", "amount": "10", "currency": "NOK",
+                                   "occurred_at": "2026-11-01T12:00:00Z", "channel": "store"},
+                             headers=idem())
+        assert duplicate.status_code == 409 and duplicate.json()["code"] == "duplicate_order"
+        assert order["points"] == 10
+
+
+def test_rebuild_while_writers_write_loses_nothing(program: Program, database_url: str) -> None:
+    with program.client() as api:
+        members = [enrol(api) for _ in range(20)]
+
+    async def writers(stop: asyncio.Event) -> list[int]:
+        statuses: list[int] = []
+        async with program.async_client() as client:
+            while not stop.is_set():
+                batch = await asyncio.gather(*(
+                    client.post(f"/v1/members/{m}/earn", json=purchase("5"), headers=idem())
+                    for m in members))
+                statuses.extend(r.status_code for r in batch)
+        return statuses
+
+    async def scenario() -> tuple[list[int], str]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(writers(stop))
+        await asyncio.sleep(0.3)
+        output = await asyncio.to_thread(_rebuild, database_url)
+        await asyncio.sleep(0.3)
+        stop.set()
+        return await task, output
+
+    statuses, _ = asyncio.run(scenario())
+    assert statuses and set(statuses) == {201}
+    # A second rebuild, with nobody writing, finds nothing to correct.
+    assert "{'members': 0, 'lots': 0, 'transactions': 0, 'cards': 0}" in _rebuild(database_url)
+    with program.client() as api:
+        for member in members:
+            balance = api.get(f"/v1/members/{member}/balance").json()
+            assert balance["available"] == 5 * statuses.count(201) // len(members)
+
+
+def _rebuild(database_url: str) -> str:
+    loyalty = shutil.which("loyalty", path=str(Path(sys.executable).parent))
+    assert loyalty is not None
+    result = subprocess.run([loyalty, "projections", "rebuild"], capture_output=True, text=True,
+                            env={**os.environ, "DATABASE_URL": database_url}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stderr
+
+
+async def _indexes(dsn: str) -> set[tuple[str, str]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT tablename, indexname FROM pg_indexes WHERE schemaname = 'public'"
+            " AND tablename = ANY($1)", ["members", "lots", "transactions", "cards"])
+        constraints = await conn.fetch(
+            "SELECT conrelid::regclass::text AS t, conname FROM pg_constraint"
+            " WHERE conrelid::regclass::text = ANY($1)",
+            ["members", "lots", "transactions", "cards"])
+        return ({(r["tablename"], r["indexname"]) for r in rows}
+                | {(r["t"], "constraint " + r["conname"]) for r in constraints})
+    finally:
+        await conn.close()

@@ -1,23 +1,28 @@
-"""Rebuilding the read models from the event store alone."""
+"""Rebuilding the read models from the event store alone, beside the live ones.
+
+The rebuild folds every member stream, as of one snapshot, into copies of the
+projection tables (``<table>__next``), builds their indexes, refolds the streams that
+changed meanwhile, checks the copies, and then swaps them in: a short transaction
+locks the live tables, folds what changed last, drops the old tables and renames the
+new ones. Writers wait only for that swap; statements waiting on the old tables find
+the new ones by name once it commits.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from ledger.adapters.codec import (
-    decode_event,
-    lot_to_row,
-    profile_of,
-    transaction_to_row,
-)
+from ledger.adapters.codec import decode_event, profile_of, transaction_to_row
 from ledger.domain.account import MemberAccount
 from ledger.domain.program import ProgramConfig
 
 PROJECTION_TABLES = ("members", "lots", "transactions", "cards")
+NEXT = "__next"
 
 # Each table read back in a stable order, for comparing one build with another.
 SNAPSHOT_SQL = {
@@ -27,80 +32,201 @@ SNAPSHOT_SQL = {
     "cards": "SELECT * FROM cards ORDER BY program_id, card_token",
 }
 
+MEMBER_KEY = {"members": "member_id", "lots": "member_id", "transactions": "member_id",
+              "cards": "member_id"}
+
 
 async def snapshot(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
     return {table: [tuple(r.values()) for r in await conn.fetch(sql)]
             for table, sql in SNAPSHOT_SQL.items()}
 
 
-async def rebuild(conn: asyncpg.Connection, configs: dict[UUID, ProgramConfig],
-                  progress: Callable[[int], None] = lambda _: None, batch: int = 2000) -> int:
-    """Replace the projections with a fold of every member stream. Returns events read.
+@dataclass
+class RebuildReport:
+    events: int = 0
+    members: int = 0
+    caught_up: int = 0
+    differences: dict[str, int] = field(default_factory=dict)
 
-    Runs in the caller's transaction; the tables are locked for its duration.
-    """
-    await conn.execute(f"TRUNCATE {', '.join(PROJECTION_TABLES)}")
-    members: list[tuple[Any, ...]] = []
-    lots: list[tuple[Any, ...]] = []
-    transactions: list[tuple[Any, ...]] = []
-    cards: list[tuple[Any, ...]] = []
-    count = 0
 
-    async def flush() -> None:
-        for table, rows in (("members", members), ("lots", lots),
-                            ("transactions", transactions), ("cards", cards)):
-            if rows:
-                await conn.copy_records_to_table(table, records=rows)
-                rows.clear()
+class _Rows:
+    """Rows of folded accounts, copied into the ``__next`` tables in batches."""
 
-    def finish(program_id: UUID, account: MemberAccount) -> None:
-        config = configs[program_id]
-        members.append((
-            UUID(account.member_id), program_id, account.external_id, account.version,
-            account.enrolled_at, profile_of(account), account.available, account.pending,
-            account.debt, account.lifetime_earned, account.qualifying,
-            account.periods_closed_until, account.next_period_end(config),
+    def __init__(self, conn: asyncpg.Connection, configs: dict[UUID, ProgramConfig]) -> None:
+        self.conn, self.configs = conn, configs
+        self.rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in PROJECTION_TABLES}
+
+    def add(self, program_id: UUID, account: MemberAccount) -> None:
+        member = UUID(account.member_id)
+        self.rows["members"].append((
+            member, program_id, account.external_id, account.version, account.enrolled_at,
+            profile_of(account), account.available, account.pending, account.debt,
+            account.lifetime_earned, account.qualifying, account.periods_closed_until,
+            account.next_period_end(self.configs[program_id]),
         ))
         for lot in account.lots.values():
-            row = lot_to_row(lot)
-            lots.append((UUID(lot.lot_id), UUID(account.member_id), lot.earned_at,
-                         lot.expires_at, lot.available_at, row["original"], row["remaining"],
-                         row["pending"]))
+            self.rows["lots"].append((UUID(lot.lot_id), member, lot.earned_at, lot.expires_at,
+                                      lot.available_at, lot.original, lot.remaining,
+                                      lot.pending))
         for tx in account.transactions.values():
             row = transaction_to_row(tx)
-            transactions.append((
-                UUID(tx.transaction_id), program_id, UUID(account.member_id), tx.kind, tx.points,
+            self.rows["transactions"].append((
+                UUID(tx.transaction_id), program_id, member, tx.kind, tx.points,
                 tx.occurred_at, tx.qualifying_points, tx.qualifying_month,
                 UUID(tx.lot_id) if tx.lot_id else None, row["allocations"], tx.amount,
                 tx.currency, tx.order_id, tx.reversed_points, tx.reversed_qualifying,
                 tx.reversed_amount, row["returned"],
             ))
         for token in account.cards:
-            cards.append((program_id, token, UUID(account.member_id)))
+            self.rows["cards"].append((program_id, token, member))
 
+    async def flush(self) -> None:
+        for table, rows in self.rows.items():
+            if rows:
+                await self.conn.copy_records_to_table(table + NEXT, records=rows)
+                rows.clear()
+
+
+async def _fold(conn: asyncpg.Connection, configs: dict[UUID, ProgramConfig], where: str,
+                args: list[Any], progress: Callable[[int], None], batch: int = 2000
+                ) -> tuple[int, int]:
+    """Fold the member streams chosen by ``where`` into the ``__next`` tables."""
+    rows = _Rows(conn, configs)
     current: MemberAccount | None = None
-    current_program: UUID | None = None
-    cursor = conn.cursor(
-        "SELECT program_id, stream_id, type, data FROM events"
-        " WHERE stream_id NOT LIKE 'program-%' ORDER BY stream_id, version",
-        prefetch=batch,
-    )
-    async for record in cursor:
+    program: UUID | None = None
+    events = members = 0
+    async for record in conn.cursor(
+            "SELECT program_id, stream_id, type, data FROM events"
+            f" WHERE stream_id NOT LIKE 'program-%' AND ({where}) ORDER BY stream_id, version",
+            *args, prefetch=batch):
         event = decode_event(record["type"], record["data"])
         if current is None or record["stream_id"] != current.member_id:
-            if current is not None and current_program is not None:
-                finish(current_program, current)
-                if len(members) >= batch:
-                    await flush()
+            if current is not None and program is not None:
+                rows.add(program, current)
+                members += 1
+                if len(rows.rows["members"]) >= batch:
+                    await rows.flush()
             current = MemberAccount.from_events([event])
-            current_program = record["program_id"]
+            program = record["program_id"]
         else:
             current.apply(event)
-        count += 1
-        if count % 10_000 == 0:
-            progress(count)
-    if current is not None and current_program is not None:
-        finish(current_program, current)
-    await flush()
-    progress(count)
-    return count
+        events += 1
+        if events % 10_000 == 0:
+            progress(10_000)
+    if current is not None and program is not None:
+        rows.add(program, current)
+        members += 1
+    await rows.flush()
+    progress(events % 10_000)
+    return events, members
+
+
+async def _index_statements(conn: asyncpg.Connection) -> list[str]:
+    """What builds the live tables' indexes and constraints on the copies, named with the
+    ``__next`` suffix that the swap removes."""
+    build: list[str] = []
+    for table in PROJECTION_TABLES:
+        for row in await conn.fetch(
+                """SELECT i.relname AS name, pg_get_indexdef(i.oid) AS definition,
+                          c.conname, c.contype::text AS contype
+                     FROM pg_index x
+                     JOIN pg_class i ON i.oid = x.indexrelid
+                     LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid
+                    WHERE x.indrelid = $1::regclass""", table):
+            name = row["name"]
+            definition = row["definition"].replace(
+                f"INDEX {name} ON public.{table} ", f"INDEX {name}{NEXT} ON public.{table}{NEXT} ")
+            build.append(definition)
+            if row["contype"] in ("p", "u"):
+                kind = "PRIMARY KEY" if row["contype"] == "p" else "UNIQUE"
+                build.append(f"ALTER TABLE {table}{NEXT} ADD CONSTRAINT {name}{NEXT}"
+                             f" {kind} USING INDEX {name}{NEXT}")
+    return build
+
+
+async def _drop_suffixes(conn: asyncpg.Connection, table: str) -> None:
+    """Give the swapped-in table's constraints and indexes the live names (the API maps
+    constraint names to error codes)."""
+    for row in await conn.fetch(
+            "SELECT conname FROM pg_constraint WHERE conrelid = $1::regclass"
+            " AND strpos(conname, $2) > 0", table, NEXT):
+        await conn.execute(f'ALTER TABLE {table} RENAME CONSTRAINT "{row["conname"]}"'
+                           f' TO "{row["conname"].replace(NEXT, "")}"')
+    for row in await conn.fetch(
+            "SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+            " WHERE x.indrelid = $1::regclass AND strpos(i.relname, $2) > 0", table, NEXT):
+        await conn.execute(f'ALTER INDEX "{row["relname"]}"'
+                           f' RENAME TO "{row["relname"].replace(NEXT, "")}"')
+
+
+async def _changed_streams(conn: asyncpg.Connection, since: str) -> list[str]:
+    rows = await conn.fetch(
+        """SELECT DISTINCT stream_id FROM events
+            WHERE xact_id >= pg_snapshot_xmin($1::text::pg_snapshot)
+              AND NOT pg_visible_in_snapshot(xact_id, $1::text::pg_snapshot)
+              AND stream_id NOT LIKE 'program-%'""", since)
+    return [r["stream_id"] for r in rows]
+
+
+async def _refold(conn: asyncpg.Connection, configs: dict[UUID, ProgramConfig],
+                  streams: list[str]) -> None:
+    members = [UUID(s) for s in streams]
+    for table in PROJECTION_TABLES:
+        await conn.execute(f"DELETE FROM {table}{NEXT} WHERE {MEMBER_KEY[table]} = ANY($1)",
+                           members)
+    await _fold(conn, configs, "stream_id = ANY($1)", [streams], lambda _: None)
+
+
+async def _differences(conn: asyncpg.Connection) -> dict[str, int]:
+    counts = {}
+    for table in PROJECTION_TABLES:
+        counts[table] = await conn.fetchval(
+            f"SELECT count(*) FROM ((TABLE {table} EXCEPT TABLE {table}{NEXT})"
+            f" UNION ALL (TABLE {table}{NEXT} EXCEPT TABLE {table})) d")
+    return counts
+
+
+async def _check(conn: asyncpg.Connection) -> None:
+    broken = await conn.fetchval(
+        f"""SELECT count(*) FROM members{NEXT} m
+             WHERE m.available <> (SELECT coalesce(sum(remaining), 0) FROM lots{NEXT}
+                                    WHERE member_id = m.member_id AND NOT pending)
+                OR m.pending <> (SELECT coalesce(sum(remaining), 0) FROM lots{NEXT}
+                                  WHERE member_id = m.member_id AND pending)""")
+    if broken:
+        raise RuntimeError(f"{broken} rebuilt members disagree with their lots; nothing swapped")
+
+
+async def rebuild(conn: asyncpg.Connection, configs: dict[UUID, ProgramConfig],
+                  progress: Callable[[int], None] = lambda _: None) -> RebuildReport:
+    """Rebuild every projection from the events and swap it in; see the module doc."""
+    report = RebuildReport()
+    for table in PROJECTION_TABLES:
+        await conn.execute(f"DROP TABLE IF EXISTS {table}{NEXT}")
+        await conn.execute(f"CREATE TABLE {table}{NEXT} (LIKE {table} INCLUDING DEFAULTS)")
+    async with conn.transaction(isolation="repeatable_read"):
+        since: str = await conn.fetchval("SELECT pg_current_snapshot()::text")
+        report.events, report.members = await _fold(conn, configs, "true", [], progress)
+    for statement in await _index_statements(conn):
+        await conn.execute(statement)
+    for _ in range(3):  # catch up with writes made while building, outside any lock
+        async with conn.transaction(isolation="repeatable_read"):
+            now: str = await conn.fetchval("SELECT pg_current_snapshot()::text")
+            changed = await _changed_streams(conn, since)
+            await _refold(conn, configs, changed)
+        report.caught_up += len(changed)
+        since = now
+        if not changed:
+            break
+    await _check(conn)
+    report.differences = await _differences(conn)
+    async with conn.transaction():
+        await conn.execute(f"LOCK TABLE {', '.join(PROJECTION_TABLES)} IN ACCESS EXCLUSIVE MODE")
+        changed = await _changed_streams(conn, since)
+        await _refold(conn, configs, changed)
+        report.caught_up += len(changed)
+        await conn.execute(f"DROP TABLE {', '.join(PROJECTION_TABLES)}")
+        for table in PROJECTION_TABLES:
+            await conn.execute(f"ALTER TABLE {table}{NEXT} RENAME TO {table}")
+            await _drop_suffixes(conn, table)
+    return report

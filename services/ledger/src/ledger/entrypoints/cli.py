@@ -105,13 +105,11 @@ def program_ensure_demo(
     typer.echo(json.dumps(asyncio.run(run()), indent=2))
 
 
-@projections_app.command("rebuild")
-def projections_rebuild() -> None:
-    """Replace members, lots, transactions and cards with a fold of the events.
+def _rebuild_projections() -> None:
+    from rich.progress import Progress
 
-    Runs in one transaction: readers and writers of those tables wait until it ends.
-    """
     dsn = _dsn(LedgerSettings())
+    migrate(dsn)
 
     async def run() -> None:
         conn = await connect(dsn)
@@ -120,18 +118,36 @@ def projections_rebuild() -> None:
                 r["program_id"]: ProgramDocument.model_validate(r["config"]).to_domain()
                 for r in await conn.fetch("SELECT program_id, config FROM programs")
             }
+            total = await conn.fetchval(
+                "SELECT count(*) FROM events WHERE stream_id NOT LIKE 'program-%'")
             started = time.perf_counter()
-            async with conn.transaction():
-                count = await projections.rebuild(
-                    conn, configs,
-                    progress=lambda n: typer.echo(f"  {n} events folded", err=True))
+            with Progress(transient=False) as bar:
+                task = bar.add_task("folding events", total=total)
+                report = await projections.rebuild(conn, configs,
+                                                   progress=lambda n: bar.advance(task, n))
             seconds = time.perf_counter() - started
-            typer.echo(f"rebuilt projections from {count} events in {seconds:.1f}s"
-                       f" ({count / max(seconds, 1e-9):.0f} events/s)", err=True)
+            typer.echo(
+                f"rebuilt {report.members} members from {report.events} events in"
+                f" {seconds:.1f}s ({report.events / max(seconds, 1e-9):.0f} events/s);"
+                f" {report.caught_up} streams caught up; rows that differed from the old"
+                f" read models: {report.differences}", err=True)
         finally:
             await conn.close()
 
     asyncio.run(run())
+
+
+@projections_app.command("rebuild")
+def projections_rebuild() -> None:
+    """Rebuild members, lots, transactions and cards from the events, beside the live
+    tables, and swap them in; writers wait only for the swap."""
+    _rebuild_projections()
+
+
+@replay_app.command("projections")
+def replay_projections() -> None:
+    """The same as `loyalty projections rebuild`."""
+    _rebuild_projections()
 
 
 @app.command("clock")
