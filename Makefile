@@ -22,6 +22,7 @@ test: install
 
 bench: install
 	$(UV) run --no-sync python bench/run.py
+	$(UV) run --no-sync python bench/backbone.py
 
 lint: install
 	$(UV) run --no-sync ruff check .

@@ -17,7 +17,7 @@ from uuid import UUID
 
 import asyncpg
 
-from ledger.adapters.codec import decode_event, profile_of, transaction_to_row
+from ledger.adapters.codec import decode_event, profile_of
 from ledger.domain.account import MemberAccount
 from ledger.domain.program import ProgramConfig
 
@@ -57,28 +57,24 @@ class _Rows:
         self.rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in PROJECTION_TABLES}
 
     def add(self, program_id: UUID, account: MemberAccount) -> None:
-        member = UUID(account.member_id)
+        # asyncpg takes ids as text; building UUID objects here would only cost time.
+        member = account.member_id
         self.rows["members"].append((
             member, program_id, account.external_id, account.version, account.enrolled_at,
             profile_of(account), account.available, account.pending, account.debt,
             account.lifetime_earned, account.qualifying, account.periods_closed_until,
             account.next_period_end(self.configs[program_id]),
         ))
-        for lot in account.lots.values():
-            self.rows["lots"].append((UUID(lot.lot_id), member, lot.earned_at, lot.expires_at,
-                                      lot.available_at, lot.original, lot.remaining,
-                                      lot.pending))
-        for tx in account.transactions.values():
-            row = transaction_to_row(tx)
-            self.rows["transactions"].append((
-                UUID(tx.transaction_id), program_id, member, tx.kind, tx.points,
-                tx.occurred_at, tx.qualifying_points, tx.qualifying_month,
-                UUID(tx.lot_id) if tx.lot_id else None, row["allocations"], tx.amount,
-                tx.currency, tx.order_id, tx.reversed_points, tx.reversed_qualifying,
-                tx.reversed_amount, row["returned"],
-            ))
-        for token in account.cards:
-            self.rows["cards"].append((program_id, token, member))
+        self.rows["lots"].extend(
+            (lot.lot_id, member, lot.earned_at, lot.expires_at, lot.available_at, lot.original,
+             lot.remaining, lot.pending) for lot in account.lots.values())
+        self.rows["transactions"].extend(
+            (tx.transaction_id, program_id, member, tx.kind, tx.points, tx.occurred_at,
+             tx.qualifying_points, tx.qualifying_month, tx.lot_id,
+             [{"lot_id": a.lot_id, "points": a.points} for a in tx.allocations], tx.amount,
+             tx.currency, tx.order_id, tx.reversed_points, tx.reversed_qualifying,
+             tx.reversed_amount, tx.returned) for tx in account.transactions.values())
+        self.rows["cards"].extend((program_id, token, member) for token in account.cards)
 
     async def flush(self) -> None:
         for table, rows in self.rows.items():
@@ -95,29 +91,29 @@ async def _fold(conn: asyncpg.Connection, configs: dict[UUID, ProgramConfig], wh
     current: MemberAccount | None = None
     program: UUID | None = None
     events = members = 0
-    async for record in conn.cursor(
-            "SELECT program_id, stream_id, type, data FROM events"
-            f" WHERE stream_id NOT LIKE 'program-%' AND ({where}) ORDER BY stream_id, version",
-            *args, prefetch=batch):
-        event = decode_event(record["type"], record["data"])
-        if current is None or record["stream_id"] != current.member_id:
-            if current is not None and program is not None:
-                rows.add(program, current)
-                members += 1
-                if len(rows.rows["members"]) >= batch:
-                    await rows.flush()
-            current = MemberAccount.from_events([event])
-            program = record["program_id"]
-        else:
-            current.apply(event)
-        events += 1
-        if events % 10_000 == 0:
-            progress(10_000)
+    cursor = await conn.cursor(
+        "SELECT program_id, stream_id, type, data FROM events"
+        f" WHERE stream_id NOT LIKE 'program-%' AND ({where}) ORDER BY stream_id, version",
+        *args)
+    while block := await cursor.fetch(batch * 5):
+        for record in block:
+            event = decode_event(record["type"], record["data"])
+            if current is None or record["stream_id"] != current.member_id:
+                if current is not None and program is not None:
+                    rows.add(program, current)
+                    members += 1
+                current = MemberAccount.from_events([event])
+                program = record["program_id"]
+            else:
+                current.apply(event)
+        events += len(block)
+        progress(len(block))
+        if len(rows.rows["members"]) >= batch:
+            await rows.flush()
     if current is not None and program is not None:
         rows.add(program, current)
         members += 1
     await rows.flush()
-    progress(events % 10_000)
     return events, members
 
 
@@ -189,10 +185,12 @@ async def _differences(conn: asyncpg.Connection) -> dict[str, int]:
 async def _check(conn: asyncpg.Connection) -> None:
     broken = await conn.fetchval(
         f"""SELECT count(*) FROM members{NEXT} m
-             WHERE m.available <> (SELECT coalesce(sum(remaining), 0) FROM lots{NEXT}
-                                    WHERE member_id = m.member_id AND NOT pending)
-                OR m.pending <> (SELECT coalesce(sum(remaining), 0) FROM lots{NEXT}
-                                  WHERE member_id = m.member_id AND pending)""")
+              LEFT JOIN (SELECT member_id,
+                                sum(remaining) FILTER (WHERE NOT pending) AS available,
+                                sum(remaining) FILTER (WHERE pending) AS pending
+                           FROM lots{NEXT} GROUP BY member_id) l USING (member_id)
+             WHERE m.available <> coalesce(l.available, 0)
+                OR m.pending <> coalesce(l.pending, 0)""")
     if broken:
         raise RuntimeError(f"{broken} rebuilt members disagree with their lots; nothing swapped")
 
