@@ -45,8 +45,9 @@ async def synthesise(dsn: str, events: int) -> tuple[int, float]:
     conn = await connect(dsn)
     try:
         program = await create_program(conn, "Bench Club")
-        row = await conn.fetchrow("SELECT config FROM programs WHERE program_id = $1",
-                                  program.program_id)
+        row = await conn.fetchrow(
+            "SELECT config FROM programs WHERE program_id = $1", program.program_id
+        )
         config = ProgramDocument.model_validate(row["config"]).to_domain()
         started = time.perf_counter()
         start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -54,19 +55,41 @@ async def synthesise(dsn: str, events: int) -> tuple[int, float]:
         written = 0
         for m in range(events // PER_MEMBER):
             member = str(uuid.uuid4())
-            account = MemberAccount.enrol(MemberEnrolled(
-                member_id=member, external_id=f"b{m}", enrolled_at=start))
+            account = MemberAccount.enrol(
+                MemberEnrolled(member_id=member, external_id=f"b{m}", enrolled_at=start)
+            )
             for i in range(PER_MEMBER - 1):
                 at = start + timedelta(minutes=i)
                 account.earn_purchase(
-                    Purchase(order_id=f"o{i}", amount=Decimal("123.45"), currency="NOK",
-                             occurred_at=at, channel="store"),
-                    config, transaction_id=str(uuid.uuid4()), lot_id=str(uuid.uuid4()), now=at)
+                    Purchase(
+                        order_id=f"o{i}",
+                        amount=Decimal("123.45"),
+                        currency="NOK",
+                        occurred_at=at,
+                        channel="store",
+                    ),
+                    config,
+                    transaction_id=str(uuid.uuid4()),
+                    lot_id=str(uuid.uuid4()),
+                    now=at,
+                )
             for version, event in enumerate(account.new_events, start=1):
                 event_type, data = encode_event(event)
                 at = occurred_at(event) or start
-                records.append((uuid.uuid4(), program.program_id, member, version, event_type,
-                                data, at, at, "bench", "bench"))
+                records.append(
+                    (
+                        uuid.uuid4(),
+                        program.program_id,
+                        member,
+                        version,
+                        event_type,
+                        data,
+                        at,
+                        at,
+                        "bench",
+                        "bench",
+                    )
+                )
             if len(records) >= 50_000:
                 written += await _copy(conn, records)
         written += await _copy(conn, records)
@@ -78,9 +101,21 @@ async def synthesise(dsn: str, events: int) -> tuple[int, float]:
 async def _copy(conn: object, records: list[tuple[object, ...]]) -> int:
     count = len(records)
     await conn.copy_records_to_table(  # type: ignore[attr-defined]
-        "events", records=records,
-        columns=["event_id", "program_id", "stream_id", "version", "type", "data",
-                 "occurred_at", "recorded_at", "actor", "correlation_id"])
+        "events",
+        records=records,
+        columns=[
+            "event_id",
+            "program_id",
+            "stream_id",
+            "version",
+            "type",
+            "data",
+            "occurred_at",
+            "recorded_at",
+            "actor",
+            "correlation_id",
+        ],
+    )
     records.clear()
     return count
 
@@ -88,8 +123,13 @@ async def _copy(conn: object, records: list[tuple[object, ...]]) -> int:
 def rebuild(dsn: str) -> tuple[float, str]:
     assert LOYALTY is not None
     started = time.perf_counter()
-    result = subprocess.run([LOYALTY, "replay", "projections"], capture_output=True, text=True,
-                            env={**os.environ, "DATABASE_URL": dsn}, timeout=3600)
+    result = subprocess.run(
+        [LOYALTY, "replay", "projections"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DATABASE_URL": dsn},
+        timeout=3600,
+    )
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(result.stderr[-3000:])
@@ -100,11 +140,18 @@ def relay(dsn: str, total: int, workdir: Path) -> tuple[int, float]:
     assert LOYALTY is not None
     broker = EmbeddedKafka(free_port(), workdir / "broker.log")
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-           "RELAY_PORT": str(port), "LOG_LEVEL": "WARNING", "RELAY_NAME": "bench"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "RELAY_PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+        "RELAY_NAME": "bench",
+    }
     with (workdir / "relay.log").open("wb") as log:
-        process = subprocess.Popen([LOYALTY, "relay"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [LOYALTY, "relay"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         url = f"http://127.0.0.1:{port}/healthz"
         first: tuple[float, int] | None = None
@@ -128,8 +175,9 @@ def relay(dsn: str, total: int, workdir: Path) -> tuple[int, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1_000_000)
     args = parser.parse_args()
     print("# loyalty ledger benchmark: event backbone")
@@ -142,11 +190,15 @@ def main() -> None:
         folded = int(rate.group(1)) if rate else 0
         print(f"loyalty replay projections: {line}")
         verdict = "meets" if folded >= 20_000 else "BELOW"
-        print(f"  wall {rebuild_seconds:.1f}s incl. start-up; {folded:,} events/s"
-              f" (aim >= 20,000): {verdict} the aim")
+        print(
+            f"  wall {rebuild_seconds:.1f}s incl. start-up; {folded:,} events/s"
+            f" (aim >= 20,000): {verdict} the aim"
+        )
         published, relay_seconds = relay(dsn, written, Path(tmp))
-        print(f"loyalty relay: {published:,} events to broker acknowledgement in"
-              f" {relay_seconds:.1f}s = {published / relay_seconds:,.0f} events/s")
+        print(
+            f"loyalty relay: {published:,} events to broker acknowledgement in"
+            f" {relay_seconds:.1f}s = {published / relay_seconds:,.0f} events/s"
+        )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,13 @@ def ledger_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     port = free_port()
     loyalty = shutil.which("loyalty", path=str(Path(sys.executable).parent))
     assert loyalty is not None
-    env = {"DATABASE_URL": database_url, "LEDGER_PORT": str(port), "LOYALTY_ENV": "dev",
-           "LEDGER_CLOCK_INTERVAL_SECONDS": "0", "LOG_LEVEL": "WARNING"}
+    env = {
+        "DATABASE_URL": database_url,
+        "LEDGER_PORT": str(port),
+        "LOYALTY_ENV": "dev",
+        "LEDGER_CLOCK_INTERVAL_SECONDS": "0",
+        "LOG_LEVEL": "WARNING",
+    }
     log = tmp_path_factory.mktemp("ledger") / "ledger.log"
     url = f"http://127.0.0.1:{port}"
     with running_process([loyalty, "serve"], env, f"{url}/healthz", log):
@@ -48,13 +53,19 @@ class Program:
     url: str
 
     def client(self, key: str | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30,
-                            headers={"Authorization": f"Bearer {key or self.admin_key}"})
+        return httpx.Client(
+            base_url=self.url,
+            timeout=30,
+            headers={"Authorization": f"Bearer {key or self.admin_key}"},
+        )
 
     def async_client(self, key: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=60,
-                                 headers={"Authorization": f"Bearer {key or self.admin_key}"},
-                                 **kwargs)
+        return httpx.AsyncClient(
+            base_url=self.url,
+            timeout=60,
+            headers={"Authorization": f"Bearer {key or self.admin_key}"},
+            **kwargs,
+        )
 
 
 def new_program(database_url: str, url: str, name: str = "Test Club") -> Program:
@@ -64,8 +75,9 @@ def new_program(database_url: str, url: str, name: str = "Test Club") -> Program
             created = await create_program(conn, name)
         finally:
             await conn.close()
-        return Program(str(created.program_id), created.api_keys[0]["key"],
-                       created.api_keys[1]["key"], url)
+        return Program(
+            str(created.program_id), created.api_keys[0]["key"], created.api_keys[1]["key"], url
+        )
 
     return asyncio.run(run())
 
@@ -93,13 +105,20 @@ def enrol(api: httpx.Client, **fields: Any) -> str:
 
 
 def purchase(amount: str = "100.00", **fields: Any) -> dict[str, Any]:
-    return {"order_id": f"o-{uuid.uuid4().hex[:10]}", "amount": amount, "currency": "NOK",
-            "occurred_at": "2026-11-01T12:00:00Z", "channel": "store", **fields}
+    return {
+        "order_id": f"o-{uuid.uuid4().hex[:10]}",
+        "amount": amount,
+        "currency": "NOK",
+        "occurred_at": "2026-11-01T12:00:00Z",
+        "channel": "store",
+        **fields,
+    }
 
 
 def earn(api: httpx.Client, member_id: str, amount: str = "100.00", **fields: Any) -> Any:
-    response = api.post(f"/v1/members/{member_id}/earn", json=purchase(amount, **fields),
-                        headers=idem())
+    response = api.post(
+        f"/v1/members/{member_id}/earn", json=purchase(amount, **fields), headers=idem()
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -123,30 +142,41 @@ class RelayProcess:
 
 
 @pytest.fixture(scope="session")
-def relay(database_url: str, kafka_bootstrap: str,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+def relay(
+    database_url: str, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RelayProcess]:
     port = free_port()
     loyalty = shutil.which("loyalty", path=str(Path(sys.executable).parent))
     assert loyalty is not None
     topic = "loyalty.ledger.events.v1"
-    env = {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-           "RELAY_PORT": str(port), "KAFKA_PARTITIONS": "3", "LOG_LEVEL": "WARNING"}
+    env = {
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "RELAY_PORT": str(port),
+        "KAFKA_PARTITIONS": "3",
+        "LOG_LEVEL": "WARNING",
+    }
     log = tmp_path_factory.mktemp("relay") / "relay.log"
     url = f"http://127.0.0.1:{port}"
     with running_process([loyalty, "relay"], env, f"{url}/healthz", log):
         yield RelayProcess(url, topic, kafka_bootstrap)
 
 
-async def read_topic(bootstrap: str, topic: str, *, until_ids: set[str],
-                     timeout: float = 60.0) -> list[tuple[str, int, str]]:
+async def read_topic(
+    bootstrap: str, topic: str, *, until_ids: set[str], timeout: float = 60.0
+) -> list[tuple[str, int, str]]:
     """(stream_id, stream_version, event_id) of every message, in partition order, read
     until every id in ``until_ids`` has been seen."""
     from aiokafka import AIOKafkaConsumer
     from ledger.adapters.protobuf import decode
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                group_id=f"test-{uuid.uuid4().hex[:8]}")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=f"test-{uuid.uuid4().hex[:8]}",
+    )
     await consumer.start()
     seen: list[tuple[str, int, str]] = []
     missing = set(until_ids)

@@ -22,10 +22,11 @@ def _ids(api: httpx.Client, cursor: str | None) -> tuple[list[str], str]:
     return [e["event_id"] for e in page.json()["events"]], page.json()["next_cursor"]
 
 
-def test_late_committing_older_transaction_is_not_skipped(program: Program,
-                                                          database_url: str) -> None:
+def test_late_committing_older_transaction_is_not_skipped(
+    program: Program, database_url: str
+) -> None:
     async def scenario() -> None:
-        older = await asyncpg.connect(database_url)   # takes the oldest transaction id
+        older = await asyncpg.connect(database_url)  # takes the oldest transaction id
         blocker = await asyncpg.connect(database_url)  # a newer one, still running
         try:
             older_tx, blocker_tx = older.transaction(), blocker.transaction()
@@ -40,8 +41,9 @@ def test_late_committing_older_transaction_is_not_skipped(program: Program,
                 ids, _ = _ids(api, cursor)
                 assert ids == []  # hidden while older transactions run
                 late = uuid.uuid4()
-                await older.execute(INSERT, late, uuid.UUID(program.program_id),
-                                    f"program-late-{late}")
+                await older.execute(
+                    INSERT, late, uuid.UUID(program.program_id), f"program-late-{late}"
+                )
                 await older_tx.commit()  # commits a higher position with an older id
                 ids, cursor = _ids(api, cursor)
                 assert ids == [str(late)]

@@ -26,13 +26,23 @@ def test_migrations_apply_to_an_empty_database() -> None:
             conn = await asyncpg.connect(dsn)
             try:
                 rows = await conn.fetch(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                )
                 return {r["tablename"] for r in rows}
             finally:
                 await conn.close()
 
-        assert {"events", "members", "lots", "transactions", "cards", "idempotency_keys",
-                "programs", "api_keys", "alembic_version"} <= asyncio.run(tables())
+        assert {
+            "events",
+            "members",
+            "lots",
+            "transactions",
+            "cards",
+            "idempotency_keys",
+            "programs",
+            "api_keys",
+            "alembic_version",
+        } <= asyncio.run(tables())
 
 
 async def _snapshot(dsn: str) -> dict:
@@ -51,19 +61,28 @@ def test_rebuild_gives_identical_read_models(program: Program, database_url: str
             api.post(f"/v1/members/{member}/cards", json={"card_token": token}, headers=idem())
             first = earn(api, member, "700")
             earn(api, member, "300")
-            redeemed = api.post(f"/v1/members/{member}/redeem", json={"points": 850},
-                                headers=idem()).json()
-            api.post(f"/v1/transactions/{redeemed['transaction_id']}/reverse",
-                     json={"points": 100}, headers=idem())
-            api.post(f"/v1/transactions/{first['transaction_id']}/reverse",
-                     json={"amount": "350"}, headers=idem())
+            redeemed = api.post(
+                f"/v1/members/{member}/redeem", json={"points": 850}, headers=idem()
+            ).json()
+            api.post(
+                f"/v1/transactions/{redeemed['transaction_id']}/reverse",
+                json={"points": 100},
+                headers=idem(),
+            )
+            api.post(
+                f"/v1/transactions/{first['transaction_id']}/reverse",
+                json={"amount": "350"},
+                headers=idem(),
+            )
         api.post("/v1/ops/clock", params={"as_of": "2029-02-01T00:00:00Z"}, headers=idem())
     before = asyncio.run(_snapshot(database_url))
     indexes_before = asyncio.run(_indexes(database_url))
     assert before["members"] and before["lots"] and before["transactions"] and before["cards"]
     result = _rebuild(database_url)
-    assert "differed from the old read models: {'members': 0, 'lots': 0, 'transactions': 0," \
+    assert (
+        "differed from the old read models: {'members': 0, 'lots': 0, 'transactions': 0,"
         " 'cards': 0}" in result
+    )
     after = asyncio.run(_snapshot(database_url))
     for table in before:
         assert after[table] == before[table], table
@@ -71,15 +90,29 @@ def test_rebuild_gives_identical_read_models(program: Program, database_url: str
     with program.client() as api:  # constraint names survive: duplicates still map to 409
         member = enrol(api)
         order = earn(api, member, "10")
-        again = api.post(f"/v1/members/{member}/earn",
-                         json={"order_id": "o-dup", "amount": "10", "currency": "NOK",
-                               "occurred_at": "2026-11-01T12:00:00Z", "channel": "store"},
-                         headers=idem())
+        again = api.post(
+            f"/v1/members/{member}/earn",
+            json={
+                "order_id": "o-dup",
+                "amount": "10",
+                "currency": "NOK",
+                "occurred_at": "2026-11-01T12:00:00Z",
+                "channel": "store",
+            },
+            headers=idem(),
+        )
         assert again.status_code == 201
-        duplicate = api.post(f"/v1/members/{member}/earn",
-                             json={"order_id": "o-dup", "amount": "10", "currency": "NOK",
-                                   "occurred_at": "2026-11-01T12:00:00Z", "channel": "store"},
-                             headers=idem())
+        duplicate = api.post(
+            f"/v1/members/{member}/earn",
+            json={
+                "order_id": "o-dup",
+                "amount": "10",
+                "currency": "NOK",
+                "occurred_at": "2026-11-01T12:00:00Z",
+                "channel": "store",
+            },
+            headers=idem(),
+        )
         assert duplicate.status_code == 409 and duplicate.json()["code"] == "duplicate_order"
         assert order["points"] == 10
 
@@ -92,9 +125,12 @@ def test_rebuild_while_writers_write_loses_nothing(program: Program, database_ur
         statuses: list[int] = []
         async with program.async_client() as client:
             while not stop.is_set():
-                batch = await asyncio.gather(*(
-                    client.post(f"/v1/members/{m}/earn", json=purchase("5"), headers=idem())
-                    for m in members))
+                batch = await asyncio.gather(
+                    *(
+                        client.post(f"/v1/members/{m}/earn", json=purchase("5"), headers=idem())
+                        for m in members
+                    )
+                )
                 statuses.extend(r.status_code for r in batch)
         return statuses
 
@@ -120,8 +156,13 @@ def test_rebuild_while_writers_write_loses_nothing(program: Program, database_ur
 def _rebuild(database_url: str) -> str:
     loyalty = shutil.which("loyalty", path=str(Path(sys.executable).parent))
     assert loyalty is not None
-    result = subprocess.run([loyalty, "projections", "rebuild"], capture_output=True, text=True,
-                            env={**os.environ, "DATABASE_URL": database_url}, timeout=300)
+    result = subprocess.run(
+        [loyalty, "projections", "rebuild"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DATABASE_URL": database_url},
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return result.stderr
 
@@ -131,12 +172,16 @@ async def _indexes(dsn: str) -> set[tuple[str, str]]:
     try:
         rows = await conn.fetch(
             "SELECT tablename, indexname FROM pg_indexes WHERE schemaname = 'public'"
-            " AND tablename = ANY($1)", ["members", "lots", "transactions", "cards"])
+            " AND tablename = ANY($1)",
+            ["members", "lots", "transactions", "cards"],
+        )
         constraints = await conn.fetch(
             "SELECT conrelid::regclass::text AS t, conname FROM pg_constraint"
             " WHERE conrelid::regclass::text = ANY($1)",
-            ["members", "lots", "transactions", "cards"])
-        return ({(r["tablename"], r["indexname"]) for r in rows}
-                | {(r["t"], "constraint " + r["conname"]) for r in constraints})
+            ["members", "lots", "transactions", "cards"],
+        )
+        return {(r["tablename"], r["indexname"]) for r in rows} | {
+            (r["t"], "constraint " + r["conname"]) for r in constraints
+        }
     finally:
         await conn.close()

@@ -41,13 +41,19 @@ def test_earn_redeem_reverse_and_balance(api: httpx.Client) -> None:
     assert short.status_code == 409
     assert short.json()["code"] == "insufficient_points" and short.json()["available"] == 299
 
-    back = api.post(f"/v1/transactions/{redeemed.json()['transaction_id']}/reverse",
-                    json={"points": 50}, headers=idem())
+    back = api.post(
+        f"/v1/transactions/{redeemed.json()['transaction_id']}/reverse",
+        json={"points": 50},
+        headers=idem(),
+    )
     assert back.status_code == 201, back.text
     assert back.json()["balance"]["available"] == 349
 
-    refund = api.post(f"/v1/transactions/{earned['transaction_id']}/reverse",
-                      json={"amount": "100.00"}, headers=idem())
+    refund = api.post(
+        f"/v1/transactions/{earned['transaction_id']}/reverse",
+        json={"amount": "100.00"},
+        headers=idem(),
+    )
     assert refund.status_code == 201, refund.text
     assert refund.json()["points"] == 99  # floor(499 * 100.00 / 499.90)
 
@@ -62,8 +68,10 @@ def test_reversal_never_exceeds_the_original(api: httpx.Client) -> None:
     member = enrol(api)
     earned = earn(api, member, "300")
     tx = earned["transaction_id"]
-    assert api.post(f"/v1/transactions/{tx}/reverse", json={"points": 200},
-                    headers=idem()).status_code == 201
+    assert (
+        api.post(f"/v1/transactions/{tx}/reverse", json={"points": 200}, headers=idem()).status_code
+        == 201
+    )
     over = api.post(f"/v1/transactions/{tx}/reverse", json={"points": 101}, headers=idem())
     assert over.status_code == 409 and over.json()["code"] == "reversal_exceeds_original"
     rest = api.post(f"/v1/transactions/{tx}/reverse", headers=idem())
@@ -78,8 +86,12 @@ def test_debt_policy_records_shortfall_and_next_earn_pays_it(api: httpx.Client) 
     api.post(f"/v1/members/{member}/redeem", json={"points": 900}, headers=idem())
     refund = api.post(f"/v1/transactions/{earned['transaction_id']}/reverse", headers=idem())
     assert refund.json()["debt_recorded"] == 900
-    assert refund.json()["balance"] == {"available": 0, "pending": 0, "debt": 900,
-                                        "lifetime_earned": 0}
+    assert refund.json()["balance"] == {
+        "available": 0,
+        "pending": 0,
+        "debt": 900,
+        "lifetime_earned": 0,
+    }
     paid = earn(api, member, "1000")
     assert paid["debt_paid"] == 900
     assert paid["balance"]["available"] == 100 and paid["balance"]["debt"] == 0
@@ -93,16 +105,18 @@ def test_idempotent_replay_and_key_reuse(api: httpx.Client) -> None:
     second = api.post(f"/v1/members/{member}/earn", json=body, headers=headers)
     assert first.status_code == second.status_code == 201
     assert first.json() == second.json()
-    changed = api.post(f"/v1/members/{member}/earn", json={**body, "amount": "251"},
-                       headers=headers)
+    changed = api.post(
+        f"/v1/members/{member}/earn", json={**body, "amount": "251"}, headers=headers
+    )
     assert changed.status_code == 422 and changed.json()["code"] == "idempotency_key_reused"
     duplicate = api.post(f"/v1/members/{member}/earn", json=body, headers=idem())
     assert duplicate.status_code == 409 and duplicate.json()["code"] == "duplicate_order"
     assert api.get(f"/v1/members/{member}/balance").json()["available"] == 250
 
 
-def test_other_programs_members_are_not_found(api: httpx.Client, database_url: str,
-                                              ledger_url: str) -> None:
+def test_other_programs_members_are_not_found(
+    api: httpx.Client, database_url: str, ledger_url: str
+) -> None:
     member = enrol(api)
     tx = earn(api, member)["transaction_id"]
     other = new_program(database_url, ledger_url, "Other Club")
@@ -110,8 +124,10 @@ def test_other_programs_members_are_not_found(api: httpx.Client, database_url: s
         assert client.get(f"/v1/members/{member}").status_code == 404
         assert client.get(f"/v1/members/{member}/balance").json()["code"] == "member_not_found"
         assert client.post(f"/v1/transactions/{tx}/reverse", headers=idem()).status_code == 404
-        assert client.post(f"/v1/members/{member}/earn", json=purchase(),
-                           headers=idem()).status_code == 404
+        assert (
+            client.post(f"/v1/members/{member}/earn", json=purchase(), headers=idem()).status_code
+            == 404
+        )
 
 
 def test_card_linked_earning(api: httpx.Client) -> None:
@@ -135,13 +151,14 @@ def test_bonus_needs_ops_scope_and_adjust_needs_reason(program: Program) -> None
         assert denied.status_code == 403
         granted = admin.post(f"/v1/members/{member}/earn", json=bonus, headers=idem())
         assert granted.status_code == 201 and granted.json()["qualifying_points"] == 0
-        no_reason = admin.post(f"/v1/members/{member}/adjust", json={"points": -10},
-                               headers=idem())
+        no_reason = admin.post(f"/v1/members/{member}/adjust", json={"points": -10}, headers=idem())
         assert no_reason.status_code == 422
         assert no_reason.json()["errors"][0]["field"] == "reason"
-        fixed = admin.post(f"/v1/members/{member}/adjust",
-                           json={"points": -10, "reason": "double-booked bonus"},
-                           headers=idem())
+        fixed = admin.post(
+            f"/v1/members/{member}/adjust",
+            json={"points": -10, "reason": "double-booked bonus"},
+            headers=idem(),
+        )
         assert fixed.status_code == 201 and fixed.json()["balance"]["available"] == 490
         events = admin.get(f"/v1/members/{member}/events").json()["events"]
         assert events[-1]["type"] == "PointsAdjusted"
@@ -158,8 +175,7 @@ def test_pending_points_and_clock(api: httpx.Client) -> None:
     occurred = datetime.now(UTC) - timedelta(days=1)
     earned = earn(api, member, "300", occurred_at=occurred.isoformat())
     assert earned["status"] == "pending"
-    assert earned["balance"] == {"available": 0, "pending": 300, "debt": 0,
-                                 "lifetime_earned": 300}
+    assert earned["balance"] == {"available": 0, "pending": 300, "debt": 0, "lifetime_earned": 300}
     too_soon = api.post(f"/v1/members/{member}/redeem", json={"points": 1}, headers=idem())
     assert too_soon.status_code == 409
     as_of = (occurred + timedelta(days=14, seconds=1)).isoformat()
@@ -174,15 +190,16 @@ def test_pending_points_and_clock(api: httpx.Client) -> None:
 def test_expiry_and_balance_as_of(api: httpx.Client) -> None:
     member = enrol(api)
     earn(api, member, "100", occurred_at="2026-11-01T12:00:00Z")
-    soon = api.get(f"/v1/members/{member}/balance",
-                   params={"as_of": "2028-10-01T00:00:00Z"}).json()
+    soon = api.get(f"/v1/members/{member}/balance", params={"as_of": "2028-10-01T00:00:00Z"}).json()
     assert soon["available"] == 100
     assert soon["expiring"] == [{"date": "2028-11-01", "points": 100}]
-    after = api.get(f"/v1/members/{member}/balance",
-                    params={"as_of": "2028-11-02T00:00:00Z"}).json()
+    after = api.get(
+        f"/v1/members/{member}/balance", params={"as_of": "2028-11-02T00:00:00Z"}
+    ).json()
     assert after["available"] == 0
-    before = api.get(f"/v1/members/{member}/balance",
-                     params={"as_of": "2026-10-01T00:00:00Z"}).json()
+    before = api.get(
+        f"/v1/members/{member}/balance", params={"as_of": "2026-10-01T00:00:00Z"}
+    ).json()
     assert before["available"] == 0
 
 
@@ -201,27 +218,36 @@ def test_bad_input_names_the_field_and_writes_nothing(api: httpx.Client) -> None
         assert field in response.text
     malformed = api.post(f"/v1/members/{member}/earn", json=purchase("1.2.3"), headers=idem())
     assert malformed.status_code == 422 and "amount" in malformed.text
-    unsupported = api.post(f"/v1/members/{member}/earn", json=purchase(currency="USD"),
-                           headers=idem())
+    unsupported = api.post(
+        f"/v1/members/{member}/earn", json=purchase(currency="USD"), headers=idem()
+    )
     assert unsupported.status_code == 422
     assert unsupported.json()["code"] == "unsupported_currency"
-    huge = api.post(f"/v1/members/{member}/earn", content=b"{" + b" " * 70_000 + b"}",
-                    headers={**idem(), "content-type": "application/json"})
+    huge = api.post(
+        f"/v1/members/{member}/earn",
+        content=b"{" + b" " * 70_000 + b"}",
+        headers={**idem(), "content-type": "application/json"},
+    )
     assert huge.status_code == 413 and huge.json()["code"] == "body_too_large"
     no_key = api.post(f"/v1/members/{member}/earn", json=purchase())
     assert no_key.status_code == 422 and "idempotency-key" in no_key.text.lower()
     assert api.get(f"/v1/members/{member}/events").json()["events"][-1]["type"] == (
-        "MemberEnrolled")
+        "MemberEnrolled"
+    )
 
 
 def test_program_configuration_is_validated_and_recorded(api: httpx.Client) -> None:
     current = api.get("/v1/program").json()
     document = {k: v for k, v in current.items() if k not in ("program_id", "version")}
-    bad = api.put("/v1/program", json={**document, "point_lifetime": {"kind": "rolling_months"}},
-                  headers=idem())
+    bad = api.put(
+        "/v1/program",
+        json={**document, "point_lifetime": {"kind": "rolling_months"}},
+        headers=idem(),
+    )
     assert bad.status_code == 422 and "point_lifetime" in bad.text
-    bad_zone = api.put("/v1/program", json={**document, "time_zone": "Mars/Olympus"},
-                       headers=idem())
+    bad_zone = api.put(
+        "/v1/program", json={**document, "time_zone": "Mars/Olympus"}, headers=idem()
+    )
     assert bad_zone.status_code == 422 and "time_zone" in bad_zone.text
     good = api.put("/v1/program", json={**document, "rounding": "nearest"}, headers=idem())
     assert good.status_code == 200 and good.json()["version"] == current["version"] + 1
@@ -244,8 +270,14 @@ def test_global_feed_pages_by_cursor(api: httpx.Client) -> None:
         seen.extend(e["position"] for e in page.json()["events"])
         cursor = page.json()["next_cursor"]
     assert len(seen) == len(set(seen)) >= 7
-    for bad_cursor in ("x", "99999999999999999999-1", "1-99999999999999999999", "\u00b2-1",
-                       "\u0663-1", "1-" + "1" * 60):
+    for bad_cursor in (
+        "x",
+        "99999999999999999999-1",
+        "1-99999999999999999999",
+        "\u00b2-1",
+        "\u0663-1",
+        "1-" + "1" * 60,
+    ):
         bad = api.get("/v1/events", params={"cursor": bad_cursor})
         assert bad.status_code == 422 and bad.json()["code"] == "invalid_cursor", bad_cursor
 
@@ -264,8 +296,9 @@ def test_enrolment_twins_get_one_member(program: Program) -> None:
 
     async def burst() -> list[httpx.Response]:
         async with program.async_client() as client:
-            return await asyncio.gather(*(client.post("/v1/members", json=body, headers=headers)
-                                          for _ in range(10)))
+            return await asyncio.gather(
+                *(client.post("/v1/members", json=body, headers=headers) for _ in range(10))
+            )
 
     responses = asyncio.run(burst())
     created = [r for r in responses if r.status_code == 201]
@@ -273,15 +306,19 @@ def test_enrolment_twins_get_one_member(program: Program) -> None:
     assert len({r.json()["member_id"] for r in created}) == 1
 
 
-def test_changed_qualification_period_moves_the_clock_schedule(api: httpx.Client,
-                                                               database_url: str) -> None:
+def test_changed_qualification_period_moves_the_clock_schedule(
+    api: httpx.Client, database_url: str
+) -> None:
     import asyncio
 
     import asyncpg
 
     def configure(kind: str) -> None:
-        document = {k: v for k, v in api.get("/v1/program").json().items()
-                    if k not in ("program_id", "version")}
+        document = {
+            k: v
+            for k, v in api.get("/v1/program").json().items()
+            if k not in ("program_id", "version")
+        }
         document["qualification_period"] = {"kind": kind}
         assert api.put("/v1/program", json=document, headers=idem()).status_code == 200
 
@@ -292,7 +329,8 @@ def test_changed_qualification_period_moves_the_clock_schedule(api: httpx.Client
         conn = await asyncpg.connect(database_url)
         try:
             value: datetime = await conn.fetchval(
-                "SELECT next_period_end FROM members WHERE member_id = $1", uuid.UUID(member))
+                "SELECT next_period_end FROM members WHERE member_id = $1", uuid.UUID(member)
+            )
             return value
         finally:
             await conn.close()

@@ -31,16 +31,26 @@ LOYALTY = shutil.which("loyalty", path=str(Path(sys.executable).parent))
 
 
 @contextmanager
-def relay_process(database_url: str, bootstrap: str, name: str, topic: str,
-                  log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def relay_process(
+    database_url: str, bootstrap: str, name: str, topic: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     assert LOYALTY is not None
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-           "RELAY_PORT": str(port), "RELAY_NAME": name, "LEDGER_TOPIC": topic,
-           "KAFKA_PARTITIONS": "3", "RELAY_BATCH_SIZE": "200", "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "RELAY_PORT": str(port),
+        "RELAY_NAME": name,
+        "LEDGER_TOPIC": topic,
+        "KAFKA_PARTITIONS": "3",
+        "RELAY_BATCH_SIZE": "200",
+        "LOG_LEVEL": "WARNING",
+    }
     with log.open("ab") as out:
-        process = subprocess.Popen([LOYALTY, "relay"], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [LOYALTY, "relay"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -75,15 +85,19 @@ async def _earns(program: Program, members: list[str], count: int) -> list[int]:
 
         async def one() -> int:
             async with gate:
-                response = await client.post(f"/v1/members/{random.choice(members)}/earn",
-                                             json=purchase("10"), headers=idem())
+                response = await client.post(
+                    f"/v1/members/{random.choice(members)}/earn",
+                    json=purchase("10"),
+                    headers=idem(),
+                )
                 return response.status_code
 
         return await asyncio.gather(*(one() for _ in range(count)))
 
 
 def test_relay_killed_at_random_moments_loses_nothing(
-        program: Program, database_url: str, kafka_bootstrap: str, tmp_path: Path) -> None:
+    program: Program, database_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
     name, topic = f"kill-{uuid.uuid4().hex[:6]}", f"kill-{uuid.uuid4().hex[:6]}"
     with program.client() as api:
         members = [enrol(api) for _ in range(50)]
@@ -93,8 +107,9 @@ def test_relay_killed_at_random_moments_loses_nothing(
         burst = asyncio.create_task(_earns(program, members, 5000))
         nonlocal kills
         while not burst.done():
-            with relay_process(database_url, kafka_bootstrap, name, topic,
-                               tmp_path / "relay.log") as relay:
+            with relay_process(
+                database_url, kafka_bootstrap, name, topic, tmp_path / "relay.log"
+            ) as relay:
                 await asyncio.sleep(random.uniform(0.3, 1.5))
                 relay.send_signal(signal.SIGKILL)
                 relay.wait()
@@ -121,14 +136,16 @@ def test_relay_killed_at_random_moments_loses_nothing(
 
 @pytest.mark.parametrize("outage_seconds", [3.0])
 def test_broker_outage_keeps_earning_and_drains_after(
-        program: Program, database_url: str, tmp_path: Path, outage_seconds: float) -> None:
+    program: Program, database_url: str, tmp_path: Path, outage_seconds: float
+) -> None:
     port = free_port()
     broker = EmbeddedKafka(port, tmp_path / "broker.log")
     name, topic = f"outage-{uuid.uuid4().hex[:6]}", f"outage-{uuid.uuid4().hex[:6]}"
     with program.client() as api:
         members = [enrol(api) for _ in range(10)]
-    with relay_process(database_url, broker.bootstrap, name, topic,
-                       tmp_path / "relay.log") as relay:
+    with relay_process(
+        database_url, broker.bootstrap, name, topic, tmp_path / "relay.log"
+    ) as relay:
         health_url = relay.health_url  # type: ignore[attr-defined]
         before = asyncio.run(_store_ids(database_url))
         asyncio.run(read_topic(broker.bootstrap, topic, until_ids=before, timeout=60))
@@ -147,8 +164,7 @@ def test_broker_outage_keeps_earning_and_drains_after(
         broker = EmbeddedKafka(port, tmp_path / "broker2.log")
         try:
             during = asyncio.run(_store_ids(database_url)) - before
-            seen = asyncio.run(read_topic(broker.bootstrap, topic, until_ids=during,
-                                          timeout=90))
+            seen = asyncio.run(read_topic(broker.bootstrap, topic, until_ids=during, timeout=90))
             assert during <= {event_id for _, _, event_id in seen}
             deadline = time.monotonic() + 30
             while httpx.get(health_url, timeout=5).json()["lag_events"] > 0:

@@ -19,18 +19,24 @@ LOYALTY = shutil.which("loyalty", path=str(Path(sys.executable).parent))
 
 def _loyalty(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     assert LOYALTY is not None
-    return subprocess.run([LOYALTY, *args], env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [LOYALTY, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
 
 
-def test_republish_a_member_and_tail_it(program: Program, api: httpx.Client,
-                                        database_url: str, kafka_bootstrap: str) -> None:
+def test_republish_a_member_and_tail_it(
+    program: Program, api: httpx.Client, database_url: str, kafka_bootstrap: str
+) -> None:
     member = enrol(api)
     for _ in range(3):
         earn(api, member, "25")
     stored = [e["event_id"] for e in api.get(f"/v1/members/{member}/events").json()["events"]]
-    env = {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-           "LEDGER_TOPIC": f"replay-{uuid.uuid4().hex[:8]}", "KAFKA_PARTITIONS": "2"}
+    env = {
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "LEDGER_TOPIC": f"replay-{uuid.uuid4().hex[:8]}",
+        "KAFKA_PARTITIONS": "2",
+    }
     published = _loyalty(["replay", "publish", "--member", member], env)
     assert published.returncode == 0, published.stderr
     assert "republished 4 events" in published.stderr

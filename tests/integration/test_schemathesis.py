@@ -18,11 +18,25 @@ def test_generated_requests_cause_no_server_error(program: Program, tmp_path: Pa
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     assert st is not None
     result = subprocess.run(
-        [st, "run", f"{program.url}/openapi.json",
-         "--header", f"Authorization: Bearer {program.admin_key}",
-         "--checks", "not_a_server_error", "--max-examples", "40", "--seed", "1",
-         "--generation-deterministic", "--no-color"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        [
+            st,
+            "run",
+            f"{program.url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {program.admin_key}",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "40",
+            "--seed",
+            "1",
+            "--generation-deterministic",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "passed" in result.stdout.lower(), result.stdout[-3000:]

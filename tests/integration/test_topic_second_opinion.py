@@ -17,10 +17,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _protoc_decode(value: bytes) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}",
-         "--decode=loyalty.ledger.v1.Envelope",
-         str(ROOT / "proto/loyalty/ledger/v1/events.proto")],
-        input=value, capture_output=True, check=True, timeout=30)
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{ROOT / 'proto'}",
+            "--decode=loyalty.ledger.v1.Envelope",
+            str(ROOT / "proto/loyalty/ledger/v1/events.proto"),
+        ],
+        input=value,
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
     return result.stdout.decode()
 
 
@@ -30,8 +39,13 @@ def test_librdkafka_and_protoc_read_the_topic(program: Program, relay: RelayProc
         earned = earn(api, member, "499.90")
     # Direct assignment: the embedded broker's consumer groups do not speak librdkafka's
     # group protocol; against Apache Kafka a subscribing group reads the same messages.
-    consumer = Consumer({"bootstrap.servers": relay.bootstrap, "group.id": "second-opinion",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": relay.bootstrap,
+            "group.id": "second-opinion",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         partitions = consumer.list_topics(relay.topic, timeout=10).topics[relay.topic].partitions
         consumer.assign([TopicPartition(relay.topic, p, OFFSET_BEGINNING) for p in partitions])

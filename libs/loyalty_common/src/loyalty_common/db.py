@@ -22,10 +22,12 @@ def _decode_jsonb(data: bytes) -> Any:
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
     # Binary codecs: COPY (projection rebuilds) needs them, and they skip a text round.
-    await connection.set_type_codec("json", encoder=_encode_json, decoder=orjson.loads,
-                                    schema="pg_catalog", format="binary")
-    await connection.set_type_codec("jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb,
-                                    schema="pg_catalog", format="binary")
+    await connection.set_type_codec(
+        "json", encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog", format="binary"
+    )
+    await connection.set_type_codec(
+        "jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog", format="binary"
+    )
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -38,7 +40,11 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_keep_session,
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_keep_session,
         # The services' statements are few and fixed; planning each execution anew (the
         # default while custom plans look cheaper) costs more than the statements do.
         server_settings={"plan_cache_mode": "force_generic_plan"},

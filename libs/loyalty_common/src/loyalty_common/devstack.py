@@ -46,8 +46,9 @@ def _wait_healthy(service: Service, process: subprocess.Popen[bytes], log: Path)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"{service.name} exited at start-up; its log:\n"
-                             f"{log.read_text()[-4000:]}")
+            raise SystemExit(
+                f"{service.name} exited at start-up; its log:\n{log.read_text()[-4000:]}"
+            )
         try:
             if httpx.get(service.health_url, timeout=1).status_code == 200:
                 return
@@ -91,16 +92,22 @@ def main() -> None:
     loyalty = _command("loyalty")
     subprocess.run([loyalty, "db", "upgrade"], env=env, check=True)
     demo_file = data_dir / "demo-program.json"
-    subprocess.run([loyalty, "program", "ensure-demo", "--state-file", str(demo_file)],
-                   env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [loyalty, "program", "ensure-demo", "--state-file", str(demo_file)],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     demo = json.loads(demo_file.read_text())
 
     ledger_port = env.setdefault("LEDGER_PORT", "8000")
     ledger_url = f"http://127.0.0.1:{ledger_port}"
     relay_port = env.setdefault("RELAY_PORT", "8010")
     relay_url = f"http://127.0.0.1:{relay_port}"
-    services = [Service("ledger", [loyalty, "serve"], f"{ledger_url}/healthz"),
-                Service("relay", [loyalty, "relay"], f"{relay_url}/healthz")]
+    services = [
+        Service("ledger", [loyalty, "serve"], f"{ledger_url}/healthz"),
+        Service("relay", [loyalty, "relay"], f"{relay_url}/healthz"),
+    ]
 
     running: list[tuple[Service, subprocess.Popen[bytes]]] = []
 
@@ -132,12 +139,18 @@ def main() -> None:
             log = logs / f"{service.name}.log"
             # A session of its own: Ctrl-C reaches this supervisor only, which stops the
             # services in order and the database last.
-            process = subprocess.Popen(service.args, env=env, stdout=log.open("ab"),
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                service.args,
+                env=env,
+                stdout=log.open("ab"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             running.append((service, process))
             _wait_healthy(service, process, log)
         key = next(k["key"] for k in demo["api_keys"] if "admin" in k["scopes"])
-        print(f"""
+        print(
+            f"""
 Loyalty stack is running (Ctrl-C stops everything).
 
   ledger API   {ledger_url}        OpenAPI: {ledger_url}/docs
@@ -154,12 +167,15 @@ Try:
   curl -s -X POST {ledger_url}/v1/members -H 'Authorization: Bearer {key}' \\
        -H 'Idempotency-Key: demo-1' -H 'Content-Type: application/json' \\
        -d '{{"external_id": "kari-1", "email": "kari@example.no"}}'
-""", flush=True)
+""",
+            flush=True,
+        )
         while True:
             for service, process in running:
                 if process.poll() is not None:
-                    raise SystemExit(f"{service.name} stopped unexpectedly; see "
-                                     f"{logs / (service.name + '.log')}")
+                    raise SystemExit(
+                        f"{service.name} stopped unexpectedly; see {logs / (service.name + '.log')}"
+                    )
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)

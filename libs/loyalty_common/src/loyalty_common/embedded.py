@@ -45,9 +45,7 @@ class EmbeddedPostgres:
 async def _create_database(admin_dsn: str, database: str) -> None:
     connection = await asyncpg.connect(admin_dsn)
     try:
-        exists = await connection.fetchval(
-            "SELECT 1 FROM pg_database WHERE datname = $1", database
-        )
+        exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if not exists:
             await connection.execute(f'CREATE DATABASE "{database}"')
     finally:

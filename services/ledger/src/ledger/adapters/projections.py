@@ -32,13 +32,19 @@ SNAPSHOT_SQL = {
     "cards": "SELECT * FROM cards ORDER BY program_id, card_token",
 }
 
-MEMBER_KEY = {"members": "member_id", "lots": "member_id", "transactions": "member_id",
-              "cards": "member_id"}
+MEMBER_KEY = {
+    "members": "member_id",
+    "lots": "member_id",
+    "transactions": "member_id",
+    "cards": "member_id",
+}
 
 
 async def snapshot(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
-    return {table: [tuple(r.values()) for r in await conn.fetch(sql)]
-            for table, sql in SNAPSHOT_SQL.items()}
+    return {
+        table: [tuple(r.values()) for r in await conn.fetch(sql)]
+        for table, sql in SNAPSHOT_SQL.items()
+    }
 
 
 @dataclass
@@ -59,21 +65,58 @@ class _Rows:
     def add(self, program_id: UUID, account: MemberAccount) -> None:
         # asyncpg takes ids as text; building UUID objects here would only cost time.
         member = account.member_id
-        self.rows["members"].append((
-            member, program_id, account.external_id, account.version, account.enrolled_at,
-            profile_of(account), account.available, account.pending, account.debt,
-            account.lifetime_earned, account.qualifying, account.periods_closed_until,
-            account.next_period_end(self.configs[program_id]),
-        ))
+        self.rows["members"].append(
+            (
+                member,
+                program_id,
+                account.external_id,
+                account.version,
+                account.enrolled_at,
+                profile_of(account),
+                account.available,
+                account.pending,
+                account.debt,
+                account.lifetime_earned,
+                account.qualifying,
+                account.periods_closed_until,
+                account.next_period_end(self.configs[program_id]),
+            )
+        )
         self.rows["lots"].extend(
-            (lot.lot_id, member, lot.earned_at, lot.expires_at, lot.available_at, lot.original,
-             lot.remaining, lot.pending) for lot in account.lots.values())
+            (
+                lot.lot_id,
+                member,
+                lot.earned_at,
+                lot.expires_at,
+                lot.available_at,
+                lot.original,
+                lot.remaining,
+                lot.pending,
+            )
+            for lot in account.lots.values()
+        )
         self.rows["transactions"].extend(
-            (tx.transaction_id, program_id, member, tx.kind, tx.points, tx.occurred_at,
-             tx.qualifying_points, tx.qualifying_month, tx.lot_id,
-             [{"lot_id": a.lot_id, "points": a.points} for a in tx.allocations], tx.amount,
-             tx.currency, tx.order_id, tx.reversed_points, tx.reversed_qualifying,
-             tx.reversed_amount, tx.returned) for tx in account.transactions.values())
+            (
+                tx.transaction_id,
+                program_id,
+                member,
+                tx.kind,
+                tx.points,
+                tx.occurred_at,
+                tx.qualifying_points,
+                tx.qualifying_month,
+                tx.lot_id,
+                [{"lot_id": a.lot_id, "points": a.points} for a in tx.allocations],
+                tx.amount,
+                tx.currency,
+                tx.order_id,
+                tx.reversed_points,
+                tx.reversed_qualifying,
+                tx.reversed_amount,
+                tx.returned,
+            )
+            for tx in account.transactions.values()
+        )
         self.rows["cards"].extend((program_id, token, member) for token in account.cards)
 
     async def flush(self) -> None:
@@ -83,9 +126,14 @@ class _Rows:
                 rows.clear()
 
 
-async def _fold(conn: asyncpg.Connection, configs: dict[UUID, ProgramConfig], where: str,
-                args: list[Any], progress: Callable[[int], None], batch: int = 2000
-                ) -> tuple[int, int]:
+async def _fold(
+    conn: asyncpg.Connection,
+    configs: dict[UUID, ProgramConfig],
+    where: str,
+    args: list[Any],
+    progress: Callable[[int], None],
+    batch: int = 2000,
+) -> tuple[int, int]:
     """Fold the member streams chosen by ``where`` into the ``__next`` tables."""
     rows = _Rows(conn, configs)
     current: MemberAccount | None = None
@@ -94,7 +142,8 @@ async def _fold(conn: asyncpg.Connection, configs: dict[UUID, ProgramConfig], wh
     cursor = await conn.cursor(
         "SELECT program_id, stream_id, type, data FROM events"
         f" WHERE stream_id NOT LIKE 'program-%' AND ({where}) ORDER BY stream_id, version",
-        *args)
+        *args,
+    )
     while block := await cursor.fetch(batch * 5):
         for record in block:
             event = decode_event(record["type"], record["data"])
@@ -123,20 +172,25 @@ async def _index_statements(conn: asyncpg.Connection) -> list[str]:
     build: list[str] = []
     for table in PROJECTION_TABLES:
         for row in await conn.fetch(
-                """SELECT i.relname AS name, pg_get_indexdef(i.oid) AS definition,
+            """SELECT i.relname AS name, pg_get_indexdef(i.oid) AS definition,
                           c.conname, c.contype::text AS contype
                      FROM pg_index x
                      JOIN pg_class i ON i.oid = x.indexrelid
                      LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid
-                    WHERE x.indrelid = $1::regclass""", table):
+                    WHERE x.indrelid = $1::regclass""",
+            table,
+        ):
             name = row["name"]
             definition = row["definition"].replace(
-                f"INDEX {name} ON public.{table} ", f"INDEX {name}{NEXT} ON public.{table}{NEXT} ")
+                f"INDEX {name} ON public.{table} ", f"INDEX {name}{NEXT} ON public.{table}{NEXT} "
+            )
             build.append(definition)
             if row["contype"] in ("p", "u"):
                 kind = "PRIMARY KEY" if row["contype"] == "p" else "UNIQUE"
-                build.append(f"ALTER TABLE {table}{NEXT} ADD CONSTRAINT {name}{NEXT}"
-                             f" {kind} USING INDEX {name}{NEXT}")
+                build.append(
+                    f"ALTER TABLE {table}{NEXT} ADD CONSTRAINT {name}{NEXT}"
+                    f" {kind} USING INDEX {name}{NEXT}"
+                )
     return build
 
 
@@ -144,15 +198,24 @@ async def _drop_suffixes(conn: asyncpg.Connection, table: str) -> None:
     """Give the swapped-in table's constraints and indexes the live names (the API maps
     constraint names to error codes)."""
     for row in await conn.fetch(
-            "SELECT conname FROM pg_constraint WHERE conrelid = $1::regclass"
-            " AND strpos(conname, $2) > 0", table, NEXT):
-        await conn.execute(f'ALTER TABLE {table} RENAME CONSTRAINT "{row["conname"]}"'
-                           f' TO "{row["conname"].replace(NEXT, "")}"')
+        "SELECT conname FROM pg_constraint WHERE conrelid = $1::regclass"
+        " AND strpos(conname, $2) > 0",
+        table,
+        NEXT,
+    ):
+        await conn.execute(
+            f'ALTER TABLE {table} RENAME CONSTRAINT "{row["conname"]}"'
+            f' TO "{row["conname"].replace(NEXT, "")}"'
+        )
     for row in await conn.fetch(
-            "SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
-            " WHERE x.indrelid = $1::regclass AND strpos(i.relname, $2) > 0", table, NEXT):
-        await conn.execute(f'ALTER INDEX "{row["relname"]}"'
-                           f' RENAME TO "{row["relname"].replace(NEXT, "")}"')
+        "SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+        " WHERE x.indrelid = $1::regclass AND strpos(i.relname, $2) > 0",
+        table,
+        NEXT,
+    ):
+        await conn.execute(
+            f'ALTER INDEX "{row["relname"]}" RENAME TO "{row["relname"].replace(NEXT, "")}"'
+        )
 
 
 async def _changed_streams(conn: asyncpg.Connection, since: str) -> list[str]:
@@ -160,16 +223,20 @@ async def _changed_streams(conn: asyncpg.Connection, since: str) -> list[str]:
         """SELECT DISTINCT stream_id FROM events
             WHERE xact_id >= pg_snapshot_xmin($1::text::pg_snapshot)
               AND NOT pg_visible_in_snapshot(xact_id, $1::text::pg_snapshot)
-              AND stream_id NOT LIKE 'program-%'""", since)
+              AND stream_id NOT LIKE 'program-%'""",
+        since,
+    )
     return [r["stream_id"] for r in rows]
 
 
-async def _refold(conn: asyncpg.Connection, configs: dict[UUID, ProgramConfig],
-                  streams: list[str]) -> None:
+async def _refold(
+    conn: asyncpg.Connection, configs: dict[UUID, ProgramConfig], streams: list[str]
+) -> None:
     members = [UUID(s) for s in streams]
     for table in PROJECTION_TABLES:
-        await conn.execute(f"DELETE FROM {table}{NEXT} WHERE {MEMBER_KEY[table]} = ANY($1)",
-                           members)
+        await conn.execute(
+            f"DELETE FROM {table}{NEXT} WHERE {MEMBER_KEY[table]} = ANY($1)", members
+        )
     await _fold(conn, configs, "stream_id = ANY($1)", [streams], lambda _: None)
 
 
@@ -178,7 +245,8 @@ async def _differences(conn: asyncpg.Connection) -> dict[str, int]:
     for table in PROJECTION_TABLES:
         counts[table] = await conn.fetchval(
             f"SELECT count(*) FROM ((TABLE {table} EXCEPT TABLE {table}{NEXT})"
-            f" UNION ALL (TABLE {table}{NEXT} EXCEPT TABLE {table})) d")
+            f" UNION ALL (TABLE {table}{NEXT} EXCEPT TABLE {table})) d"
+        )
     return counts
 
 
@@ -190,13 +258,17 @@ async def _check(conn: asyncpg.Connection) -> None:
                                 sum(remaining) FILTER (WHERE pending) AS pending
                            FROM lots{NEXT} GROUP BY member_id) l USING (member_id)
              WHERE m.available <> coalesce(l.available, 0)
-                OR m.pending <> coalesce(l.pending, 0)""")
+                OR m.pending <> coalesce(l.pending, 0)"""
+    )
     if broken:
         raise RuntimeError(f"{broken} rebuilt members disagree with their lots; nothing swapped")
 
 
-async def rebuild(conn: asyncpg.Connection, configs: dict[UUID, ProgramConfig],
-                  progress: Callable[[int], None] = lambda _: None) -> RebuildReport:
+async def rebuild(
+    conn: asyncpg.Connection,
+    configs: dict[UUID, ProgramConfig],
+    progress: Callable[[int], None] = lambda _: None,
+) -> RebuildReport:
     """Rebuild every projection from the events and swap it in; see the module doc."""
     report = RebuildReport()
     for table in PROJECTION_TABLES:

@@ -47,9 +47,19 @@ class Lag:
 
 
 class Relay:
-    def __init__(self, pool: asyncpg.Pool, *, bootstrap: str, topic: str, partitions: int,
-                 replication_factor: int, batch_size: int, idempotence: bool,
-                 name: str = "ledger-events", idle_seconds: float = 0.05) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        replication_factor: int,
+        batch_size: int,
+        idempotence: bool,
+        name: str = "ledger-events",
+        idle_seconds: float = 0.05,
+    ) -> None:
         self.pool, self.bootstrap, self.topic = pool, bootstrap, topic
         self.partitions, self.replication_factor = partitions, replication_factor
         self.batch_size, self.idempotence, self.name = batch_size, idempotence, name
@@ -98,18 +108,27 @@ class Relay:
         producer = await self._producer_started()
         pending = []
         for row in rows:
-            pending.append(await producer.send(
-                self.topic, key=row["stream_id"].encode(), value=envelope_bytes(row),
-                headers=[("event_id", str(row["event_id"]).encode()),
-                         ("type", row["type"].encode()),
-                         ("content-type", b"application/x-protobuf")],
-            ))
+            pending.append(
+                await producer.send(
+                    self.topic,
+                    key=row["stream_id"].encode(),
+                    value=envelope_bytes(row),
+                    headers=[
+                        ("event_id", str(row["event_id"]).encode()),
+                        ("type", row["type"].encode()),
+                        ("content-type", b"application/x-protobuf"),
+                    ],
+                )
+            )
         await asyncio.gather(*pending)
         last = rows[-1]
         await self.pool.execute(
             "UPDATE relay_cursors SET xact_id = $2::text::xid8, position = $3,"
             " published_at = now() WHERE name = $1",
-            self.name, last["xact"], last["position"])
+            self.name,
+            last["xact"],
+            last["position"],
+        )
         self._cursor = (last["xact"], last["position"])
         self.published += len(rows)
         return len(rows)
@@ -119,10 +138,13 @@ class Relay:
             # A relay of a new name publishes the store from its beginning.
             await self.pool.execute(
                 "INSERT INTO relay_cursors (name, xact_id, position) VALUES ($1, '0', 0)"
-                " ON CONFLICT (name) DO NOTHING", self.name)
+                " ON CONFLICT (name) DO NOTHING",
+                self.name,
+            )
             row = await self.pool.fetchrow(
                 "SELECT xact_id::text AS xact, position FROM relay_cursors WHERE name = $1",
-                self.name)
+                self.name,
+            )
             if row is None:
                 raise RuntimeError(f"no relay cursor named {self.name}; run the migrations")
             self._cursor = (row["xact"], row["position"])
@@ -131,11 +153,18 @@ class Relay:
     async def _producer_started(self) -> AIOKafkaProducer:
         if self._producer is None:
             # (Re)connecting: the topic may be new to this broker, e.g. a restarted one.
-            await ensure_topic(self.bootstrap, self.topic, partitions=self.partitions,
-                               replication_factor=self.replication_factor)
+            await ensure_topic(
+                self.bootstrap,
+                self.topic,
+                partitions=self.partitions,
+                replication_factor=self.replication_factor,
+            )
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all", linger_ms=0,
-                enable_idempotence=self.idempotence, request_timeout_ms=10_000,
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                linger_ms=0,
+                enable_idempotence=self.idempotence,
+                request_timeout_ms=10_000,
             )
             try:
                 await producer.start()

@@ -53,13 +53,22 @@ async def count(conn: asyncpg.Connection, selection: Selection) -> int:
     return total
 
 
-async def publish(conn: asyncpg.Connection, selection: Selection, *, bootstrap: str,
-                  topic: str, partitions: int, replication_factor: int,
-                  progress: Callable[[int], None], batch: int = 2000) -> int:
+async def publish(
+    conn: asyncpg.Connection,
+    selection: Selection,
+    *,
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    replication_factor: int,
+    progress: Callable[[int], None],
+    batch: int = 2000,
+) -> int:
     """Send the selected events in commit order, marked as replays; returns how many."""
     where, args = selection.where()
-    await ensure_topic(bootstrap, topic, partitions=partitions,
-                       replication_factor=replication_factor)
+    await ensure_topic(
+        bootstrap, topic, partitions=partitions, replication_factor=replication_factor
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     await producer.start()
     sent = 0
@@ -67,13 +76,23 @@ async def publish(conn: asyncpg.Connection, selection: Selection, *, bootstrap: 
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             pending: list[asyncio.Future[object]] = []
             async for row in conn.cursor(
-                    f"SELECT * FROM events WHERE {where} ORDER BY xact_id, position", *args,
-                    prefetch=batch):
-                pending.append(await producer.send(
-                    topic, key=row["stream_id"].encode(), value=envelope_bytes(row, replay=True),
-                    headers=[("event_id", str(row["event_id"]).encode()),
-                             ("type", row["type"].encode()), ("replay", b"true"),
-                             ("content-type", b"application/x-protobuf")]))
+                f"SELECT * FROM events WHERE {where} ORDER BY xact_id, position",
+                *args,
+                prefetch=batch,
+            ):
+                pending.append(
+                    await producer.send(
+                        topic,
+                        key=row["stream_id"].encode(),
+                        value=envelope_bytes(row, replay=True),
+                        headers=[
+                            ("event_id", str(row["event_id"]).encode()),
+                            ("type", row["type"].encode()),
+                            ("replay", b"true"),
+                            ("content-type", b"application/x-protobuf"),
+                        ],
+                    )
+                )
                 if len(pending) >= batch:
                     await asyncio.gather(*pending)  # acknowledgements once per batch
                     sent += len(pending)

@@ -93,6 +93,7 @@ SELECT coalesce((SELECT xact_id FROM events WHERE stream_id = $1
 class StaleTransactionError(Exception):
     """This transaction's id is older than its stream's last write: restart it."""
 
+
 SAVE_SQL = """
 WITH m AS (
     INSERT INTO members AS cur (member_id, program_id, external_id, version, enrolled_at,
@@ -210,17 +211,35 @@ async def load_member(
         if not await conn.fetchval(STREAM_ORDER_SQL, str(member_id)):
             raise StaleTransactionError(str(member_id))
     row = await conn.fetchrow(
-        LOAD_SQL, program_id, member_id, card_token, transaction_id, idempotency_key,
-        load_lots, lots_until, order_id, load_cards, link_card_token, external_id,
+        LOAD_SQL,
+        program_id,
+        member_id,
+        card_token,
+        transaction_id,
+        idempotency_key,
+        load_lots,
+        lots_until,
+        order_id,
+        load_cards,
+        link_card_token,
+        external_id,
     )
     if row is None:
         return None
     if for_update and member_id is None and row["member_id"] is not None:
         return await load_member(
-            conn, program_id, member_id=row["member_id"], transaction_id=transaction_id,
-            idempotency_key=idempotency_key, load_lots=load_lots, lots_until=lots_until,
-            order_id=order_id, load_cards=load_cards, link_card_token=link_card_token,
-            external_id=external_id, for_update=True,
+            conn,
+            program_id,
+            member_id=row["member_id"],
+            transaction_id=transaction_id,
+            idempotency_key=idempotency_key,
+            load_lots=load_lots,
+            lots_until=lots_until,
+            order_id=order_id,
+            load_cards=load_cards,
+            link_card_token=link_card_token,
+            external_id=external_id,
+            for_update=True,
         )
     account = None
     if row["member_id"] is not None:
@@ -259,20 +278,36 @@ async def save_member(
     encoded = []
     for offset, event in enumerate(events):
         event_type, data = encode_event(event)
-        encoded.append({
-            "event_id": str(uuid4()),
-            "version": first_version + offset,
-            "type": event_type,
-            "data": data,
-            "occurred_at": (occurred_at(event) or meta.recorded_at).isoformat(),
-        })
+        encoded.append(
+            {
+                "event_id": str(uuid4()),
+                "version": first_version + offset,
+                "type": event_type,
+                "data": data,
+                "occurred_at": (occurred_at(event) or meta.recorded_at).isoformat(),
+            }
+        )
     saved: int = await conn.fetchval(
         SAVE_SQL,
-        UUID(account.member_id), program_id, account.external_id, account.version,
-        account.enrolled_at, profile_of(account), account.available, account.pending,
-        account.debt, account.lifetime_earned, account.qualifying,
-        account.periods_closed_until, next_period_end, first_version - 1,
-        encoded, meta.recorded_at, meta.actor, meta.reason, meta.correlation_id,
+        UUID(account.member_id),
+        program_id,
+        account.external_id,
+        account.version,
+        account.enrolled_at,
+        profile_of(account),
+        account.available,
+        account.pending,
+        account.debt,
+        account.lifetime_earned,
+        account.qualifying,
+        account.periods_closed_until,
+        next_period_end,
+        first_version - 1,
+        encoded,
+        meta.recorded_at,
+        meta.actor,
+        meta.reason,
+        meta.correlation_id,
         meta.causation_id,
         [lot_to_row(account.lots[i]) for i in sorted(account.touched_lots)],
         [transaction_to_row(account.transactions[i]) for i in sorted(account.touched_transactions)],
@@ -287,19 +322,28 @@ async def save_member(
 
 
 async def member_events(
-    conn: asyncpg.Connection, member_id: UUID, *, after_version: int = 0, limit: int | None = None,
+    conn: asyncpg.Connection,
+    member_id: UUID,
+    *,
+    after_version: int = 0,
+    limit: int | None = None,
     until: datetime | None = None,
 ) -> list[asyncpg.Record]:
-    return list(await conn.fetch(
-        """SELECT position, event_id, stream_id, version, type, data, occurred_at, recorded_at,
+    return list(
+        await conn.fetch(
+            """SELECT position, event_id, stream_id, version, type, data, occurred_at, recorded_at,
                   actor, reason, correlation_id, causation_id
              FROM events
             WHERE stream_id = $1 AND version > $2
               AND ($4::timestamptz IS NULL OR version = 1
                    OR least(occurred_at, recorded_at) <= $4)
             ORDER BY version LIMIT $3""",
-        str(member_id), after_version, limit, until,
-    ))
+            str(member_id),
+            after_version,
+            limit,
+            until,
+        )
+    )
 
 
 def fold(records: list[asyncpg.Record]) -> MemberAccount:
@@ -307,9 +351,11 @@ def fold(records: list[asyncpg.Record]) -> MemberAccount:
     return MemberAccount.from_events(events)
 
 
-async def refresh_next_period_end(conn: asyncpg.Connection, member_id: UUID,
-                                  next_period_end: datetime) -> None:
+async def refresh_next_period_end(
+    conn: asyncpg.Connection, member_id: UUID, next_period_end: datetime
+) -> None:
     """Store a recomputed ``next_period_end`` (it derives from the program's configuration,
     not from events, so a configuration change can leave it stale)."""
-    await conn.execute("UPDATE members SET next_period_end = $2 WHERE member_id = $1",
-                       member_id, next_period_end)
+    await conn.execute(
+        "UPDATE members SET next_period_end = $2 WHERE member_id = $1", member_id, next_period_end
+    )

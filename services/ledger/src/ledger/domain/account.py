@@ -135,8 +135,9 @@ class MemberAccount:
 
     @classmethod
     def enrol(cls, event: MemberEnrolled) -> MemberAccount:
-        account = cls(member_id=event.member_id, external_id=event.external_id,
-                      enrolled_at=event.enrolled_at)
+        account = cls(
+            member_id=event.member_id, external_id=event.external_id, enrolled_at=event.enrolled_at
+        )
         account._record(event)
         return account
 
@@ -144,8 +145,9 @@ class MemberAccount:
     def from_events(cls, events: list[Event]) -> MemberAccount:
         first = events[0]
         assert isinstance(first, MemberEnrolled), "a member stream starts with MemberEnrolled"
-        account = cls(member_id=first.member_id, external_id=first.external_id,
-                      enrolled_at=first.enrolled_at)
+        account = cls(
+            member_id=first.member_id, external_id=first.external_id, enrolled_at=first.enrolled_at
+        )
         for event in events:
             account.apply(event)
         account.touched_lots.clear()
@@ -167,97 +169,174 @@ class MemberAccount:
             self._record(CardUnlinked(card_token=card_token))
 
     def earn_purchase(
-        self, purchase: Purchase, config: ProgramConfig, *, transaction_id: str, lot_id: str,
-        now: datetime, multiplier: Decimal = Decimal(1),
+        self,
+        purchase: Purchase,
+        config: ProgramConfig,
+        *,
+        transaction_id: str,
+        lot_id: str,
+        now: datetime,
+        multiplier: Decimal = Decimal(1),
     ) -> PointsEarned:
         """Points for a purchase. Reads no lots."""
         rate = config.earn_rates.get(purchase.currency)
         if rate is None:
             raise UnsupportedCurrencyError(
                 f"the program has no earn rate for {purchase.currency}",
-                field="currency", supported=sorted(config.earn_rates),
+                field="currency",
+                supported=sorted(config.earn_rates),
             )
         raw = purchase.amount * rate
         base = config.rounding.apply(raw)
-        breakdown = [BreakdownLine(
-            "base", base,
-            f"{purchase.amount} {purchase.currency} x {rate} points per unit = {raw}, "
-            f"rounded {config.rounding.value}",
-        )]
+        breakdown = [
+            BreakdownLine(
+                "base",
+                base,
+                f"{purchase.amount} {purchase.currency} x {rate} points per unit = {raw}, "
+                f"rounded {config.rounding.value}",
+            )
+        ]
         points = base
         if multiplier != 1:
             points = config.rounding.apply(raw * multiplier)
             breakdown.append(BreakdownLine("multiplier", points - base, f"x {multiplier}"))
         return self._earn(
-            kind="purchase", points=points, qualifying_points=base, earned_at=purchase.occurred_at,
-            config=config, transaction_id=transaction_id, lot_id=lot_id, now=now,
-            order_id=purchase.order_id, amount=purchase.amount, currency=purchase.currency,
-            channel=purchase.channel, store_id=purchase.store_id,
-            partner_id=purchase.partner_id, lines=purchase.lines, breakdown=tuple(breakdown),
+            kind="purchase",
+            points=points,
+            qualifying_points=base,
+            earned_at=purchase.occurred_at,
+            config=config,
+            transaction_id=transaction_id,
+            lot_id=lot_id,
+            now=now,
+            order_id=purchase.order_id,
+            amount=purchase.amount,
+            currency=purchase.currency,
+            channel=purchase.channel,
+            store_id=purchase.store_id,
+            partner_id=purchase.partner_id,
+            lines=purchase.lines,
+            breakdown=tuple(breakdown),
         )
 
     def earn_bonus(
-        self, points: int, reason: str, config: ProgramConfig, *, qualifying: bool,
-        transaction_id: str, lot_id: str, occurred_at: datetime, now: datetime,
+        self,
+        points: int,
+        reason: str,
+        config: ProgramConfig,
+        *,
+        qualifying: bool,
+        transaction_id: str,
+        lot_id: str,
+        occurred_at: datetime,
+        now: datetime,
     ) -> PointsEarned:
         """Explicit bonus points. Reads no lots."""
         if points <= 0:
             raise InvalidRequestError("bonus points must be positive", field="points")
         return self._earn(
-            kind="bonus", points=points, qualifying_points=points if qualifying else 0,
-            earned_at=occurred_at, config=config, transaction_id=transaction_id, lot_id=lot_id,
-            now=now, breakdown=(BreakdownLine("bonus", points, reason),),
+            kind="bonus",
+            points=points,
+            qualifying_points=points if qualifying else 0,
+            earned_at=occurred_at,
+            config=config,
+            transaction_id=transaction_id,
+            lot_id=lot_id,
+            now=now,
+            breakdown=(BreakdownLine("bonus", points, reason),),
         )
 
-    def _earn(self, *, kind: str, points: int, qualifying_points: int, earned_at: datetime,
-              config: ProgramConfig, transaction_id: str, lot_id: str, now: datetime,
-              **details: Any) -> PointsEarned:
+    def _earn(
+        self,
+        *,
+        kind: str,
+        points: int,
+        qualifying_points: int,
+        earned_at: datetime,
+        config: ProgramConfig,
+        transaction_id: str,
+        lot_id: str,
+        now: datetime,
+        **details: Any,
+    ) -> PointsEarned:
         available_at: datetime | None = earned_at + timedelta(days=config.pending_days)
         if available_at is not None and available_at <= now:
             available_at = None
         debt_paid = min(self.debt, points) if available_at is None else 0
         event = PointsEarned(
-            transaction_id=transaction_id, lot_id=lot_id, kind=kind, points=points,
+            transaction_id=transaction_id,
+            lot_id=lot_id,
+            kind=kind,
+            points=points,
             qualifying_points=qualifying_points,
-            qualifying_month=month_key(earned_at, config.time_zone), earned_at=earned_at,
+            qualifying_month=month_key(earned_at, config.time_zone),
+            earned_at=earned_at,
             expires_at=expiry_for(earned_at, config.point_lifetime, config.time_zone),
-            available_at=available_at, debt_paid=debt_paid, **details,
+            available_at=available_at,
+            debt_paid=debt_paid,
+            **details,
         )
         self._record(event)
         return event
 
-    def redeem(self, points: int, *, transaction_id: str, now: datetime,
-               reward: str | None = None, order_id: str | None = None) -> PointsRedeemed:
+    def redeem(
+        self,
+        points: int,
+        *,
+        transaction_id: str,
+        now: datetime,
+        reward: str | None = None,
+        order_id: str | None = None,
+    ) -> PointsRedeemed:
         """Spend points, soonest-expiring lots first. Reads all available lots."""
         if points <= 0:
             raise InvalidRequestError("points must be positive", field="points")
         event = PointsRedeemed(
-            transaction_id=transaction_id, points=points, allocations=self._allocate(points),
-            redeemed_at=now, reward=reward, order_id=order_id,
+            transaction_id=transaction_id,
+            points=points,
+            allocations=self._allocate(points),
+            redeemed_at=now,
+            reward=reward,
+            order_id=order_id,
         )
         self._record(event)
         return event
 
-    def adjust(self, points: int, config: ProgramConfig, *, transaction_id: str, lot_id: str,
-               now: datetime) -> PointsAdjusted:
+    def adjust(
+        self, points: int, config: ProgramConfig, *, transaction_id: str, lot_id: str, now: datetime
+    ) -> PointsAdjusted:
         """A manual correction. Negative adjustments read all available lots."""
         if points == 0:
             raise InvalidRequestError("an adjustment must change the balance", field="points")
         if points > 0:
             event = PointsAdjusted(
-                transaction_id=transaction_id, points=points, adjusted_at=now, lot_id=lot_id,
+                transaction_id=transaction_id,
+                points=points,
+                adjusted_at=now,
+                lot_id=lot_id,
                 expires_at=expiry_for(now, config.point_lifetime, config.time_zone),
                 debt_paid=min(self.debt, points),
             )
         else:
-            event = PointsAdjusted(transaction_id=transaction_id, points=points, adjusted_at=now,
-                                   allocations=self._allocate(-points))
+            event = PointsAdjusted(
+                transaction_id=transaction_id,
+                points=points,
+                adjusted_at=now,
+                allocations=self._allocate(-points),
+            )
         self._record(event)
         return event
 
-    def reverse(self, original_transaction_id: str, config: ProgramConfig, *,
-                transaction_id: str, now: datetime, points: int | None = None,
-                amount: Decimal | None = None) -> EarnReversed | RedemptionReversed:
+    def reverse(
+        self,
+        original_transaction_id: str,
+        config: ProgramConfig,
+        *,
+        transaction_id: str,
+        now: datetime,
+        points: int | None = None,
+        amount: Decimal | None = None,
+    ) -> EarnReversed | RedemptionReversed:
         """Reverse an earn or a redemption, fully (neither points nor amount) or in part.
 
         Reads the original transaction, the lots it touched and all available lots.
@@ -277,22 +356,35 @@ class MemberAccount:
             return self._reverse_redemption(original, transaction_id, now, points)
         raise NotReversibleError(f"a {original.kind} transaction cannot be reversed")
 
-    def _reverse_earn(self, original: Transaction, config: ProgramConfig, transaction_id: str,
-                      now: datetime, points: int | None, amount: Decimal | None) -> EarnReversed:
+    def _reverse_earn(
+        self,
+        original: Transaction,
+        config: ProgramConfig,
+        transaction_id: str,
+        now: datetime,
+        points: int | None,
+        amount: Decimal | None,
+    ) -> EarnReversed:
         reversible = original.points - original.reversed_points
         reversed_amount = original.reversed_amount
         if amount is not None:
             if original.amount is None:
-                raise InvalidRequestError("this earn has no amount; reverse by points",
-                                          field="amount")
+                raise InvalidRequestError(
+                    "this earn has no amount; reverse by points", field="amount"
+                )
             left = original.amount - original.reversed_amount
             if amount > left:
                 raise ReversalExceedsOriginalError(
-                    "the amount exceeds what is left of the original", field="amount",
-                    reversible_amount=str(left))
+                    "the amount exceeds what is left of the original",
+                    field="amount",
+                    reversible_amount=str(left),
+                )
             reversed_amount += amount
-            target = (original.points if reversed_amount == original.amount
-                      else int(original.points * reversed_amount / original.amount))
+            target = (
+                original.points
+                if reversed_amount == original.amount
+                else int(original.points * reversed_amount / original.amount)
+            )
             # Earlier reversals by points may already cover this share of the amount.
             points = max(0, target - original.reversed_points)
         elif points is None:
@@ -303,11 +395,16 @@ class MemberAccount:
             raise NotReversibleError("the transaction is already fully reversed")
         if points > reversible:
             raise ReversalExceedsOriginalError(
-                "the points exceed what is left of the original", field="points",
-                reversible_points=reversible)
+                "the points exceed what is left of the original",
+                field="points",
+                reversible_points=reversible,
+            )
         done = original.reversed_points + points
-        target_q = (original.qualifying_points if done == original.points
-                    else original.qualifying_points * done // original.points)
+        target_q = (
+            original.qualifying_points
+            if done == original.points
+            else original.qualifying_points * done // original.points
+        )
         qualifying = target_q - original.reversed_qualifying
 
         lot = self.lots[original.lot_id] if original.lot_id else None
@@ -321,32 +418,43 @@ class MemberAccount:
                 rest -= take
         if rest and config.return_policy is not ReturnPolicy.ONLY_PENDING:
             exclude = lot.lot_id if lot is not None else None
-            spendable = sum(other.remaining for other in self.lots.values()
-                            if not other.pending and other.lot_id != exclude)
+            spendable = sum(
+                other.remaining
+                for other in self.lots.values()
+                if not other.pending and other.lot_id != exclude
+            )
             others = self._allocate(min(rest, spendable), exclude=exclude)
             allocations.extend(others)
             rest -= sum(a.points for a in others)
         debt = rest if config.return_policy is ReturnPolicy.DEBT else 0
         event = EarnReversed(
-            transaction_id=transaction_id, original_transaction_id=original.transaction_id,
-            points=points, qualifying_points=qualifying,
+            transaction_id=transaction_id,
+            original_transaction_id=original.transaction_id,
+            points=points,
+            qualifying_points=qualifying,
             qualifying_month=original.qualifying_month or month_key(now, config.time_zone),
-            reversed_at=now, allocations=tuple(allocations), debt_recorded=debt,
-            forgiven=rest - debt, amount=amount,
+            reversed_at=now,
+            allocations=tuple(allocations),
+            debt_recorded=debt,
+            forgiven=rest - debt,
+            amount=amount,
         )
         self._record(event)
         return event
 
-    def _reverse_redemption(self, original: Transaction, transaction_id: str, now: datetime,
-                            points: int | None) -> RedemptionReversed:
+    def _reverse_redemption(
+        self, original: Transaction, transaction_id: str, now: datetime, points: int | None
+    ) -> RedemptionReversed:
         reversible = original.points - original.reversed_points
         if reversible <= 0:
             raise NotReversibleError("the redemption is already fully reversed")
         points = reversible if points is None else points
         if points > reversible:
             raise ReversalExceedsOriginalError(
-                "the points exceed what is left of the original", field="points",
-                reversible_points=reversible)
+                "the points exceed what is left of the original",
+                field="points",
+                reversible_points=reversible,
+            )
         back: list[Allocation] = []
         rest = points
         for allocation in reversed(original.allocations):
@@ -358,8 +466,11 @@ class MemberAccount:
             if rest == 0:
                 break
         event = RedemptionReversed(
-            transaction_id=transaction_id, original_transaction_id=original.transaction_id,
-            points=points, allocations=tuple(back), reversed_at=now,
+            transaction_id=transaction_id,
+            original_transaction_id=original.transaction_id,
+            points=points,
+            allocations=tuple(back),
+            reversed_at=now,
         )
         self._record(event)
         return event
@@ -380,8 +491,9 @@ class MemberAccount:
         # (the start of that period would name an earlier rolling window).
         closed = self.periods_closed_until or self.enrolled_at
         while True:
-            start, end = period_containing(closed, config.qualification_kind,
-                                           self.enrolled_at, config.time_zone)
+            start, end = period_containing(
+                closed, config.qualification_kind, self.enrolled_at, config.time_zone
+            )
             if end > as_of:
                 break
             due.append((end, 2, start.isoformat()))
@@ -391,30 +503,43 @@ class MemberAccount:
             if order == 0:
                 lot = self.lots[key]
                 if lot.pending:
-                    self._record(PendingPointsActivated(
-                        lot_id=key, points=lot.remaining, activated_at=at,
-                        debt_paid=min(self.debt, lot.remaining)))
+                    self._record(
+                        PendingPointsActivated(
+                            lot_id=key,
+                            points=lot.remaining,
+                            activated_at=at,
+                            debt_paid=min(self.debt, lot.remaining),
+                        )
+                    )
             elif order == 1:
                 lot = self.lots[key]
                 if lot.remaining > 0:
                     self._record(PointsExpired(lot_id=key, points=lot.remaining, expired_at=at))
             else:
                 start = datetime.fromisoformat(key)
-                self._record(QualificationPeriodEnded(
-                    period_start=start, period_end=at,
-                    qualifying_points=self._qualifying_between(start, at, config)))
+                self._record(
+                    QualificationPeriodEnded(
+                        period_start=start,
+                        period_end=at,
+                        qualifying_points=self._qualifying_between(start, at, config),
+                    )
+                )
         return self.new_events[before:]
 
     def _allocate(self, points: int, exclude: str | None = None) -> tuple[Allocation, ...]:
         lots = sorted(
-            (lot for lot in self.lots.values()
-             if not lot.pending and lot.remaining > 0 and lot.lot_id != exclude),
+            (
+                lot
+                for lot in self.lots.values()
+                if not lot.pending and lot.remaining > 0 and lot.lot_id != exclude
+            ),
             key=lambda lot: (lot.expires_at, lot.earned_at, lot.lot_id),
         )
         spendable = sum(lot.remaining for lot in lots)
         if points > spendable:
             raise InsufficientPointsError(
-                f"{points} points requested, {spendable} available", available=spendable)
+                f"{points} points requested, {spendable} available", available=spendable
+            )
         allocations = []
         rest = points
         for lot in lots:
@@ -441,8 +566,15 @@ class MemberAccount:
                 self.cards.discard(event.card_token)
             case PointsEarned():
                 pending = event.available_at is not None
-                lot = Lot(event.lot_id, event.earned_at, event.expires_at, event.available_at,
-                          event.points, event.points - event.debt_paid, pending)
+                lot = Lot(
+                    event.lot_id,
+                    event.earned_at,
+                    event.expires_at,
+                    event.available_at,
+                    event.points,
+                    event.points - event.debt_paid,
+                    pending,
+                )
                 self._put_lot(lot)
                 if pending:
                     self.pending += lot.remaining
@@ -451,11 +583,20 @@ class MemberAccount:
                 self.debt -= event.debt_paid
                 self.lifetime_earned += event.points
                 self._add_qualifying(event.qualifying_month, event.qualifying_points)
-                self._put_transaction(Transaction(
-                    event.transaction_id, "earn", event.points, event.earned_at,
-                    qualifying_points=event.qualifying_points,
-                    qualifying_month=event.qualifying_month, lot_id=event.lot_id,
-                    amount=event.amount, currency=event.currency, order_id=event.order_id))
+                self._put_transaction(
+                    Transaction(
+                        event.transaction_id,
+                        "earn",
+                        event.points,
+                        event.earned_at,
+                        qualifying_points=event.qualifying_points,
+                        qualifying_month=event.qualifying_month,
+                        lot_id=event.lot_id,
+                        amount=event.amount,
+                        currency=event.currency,
+                        order_id=event.order_id,
+                    )
+                )
             case PendingPointsActivated():
                 lot = self.lots[event.lot_id]
                 lot.pending = False
@@ -466,21 +607,44 @@ class MemberAccount:
                 self.touched_lots.add(lot.lot_id)
             case PointsRedeemed():
                 self._take(event.allocations)
-                self._put_transaction(Transaction(
-                    event.transaction_id, "redemption", event.points, event.redeemed_at,
-                    allocations=event.allocations, order_id=event.order_id))
+                self._put_transaction(
+                    Transaction(
+                        event.transaction_id,
+                        "redemption",
+                        event.points,
+                        event.redeemed_at,
+                        allocations=event.allocations,
+                        order_id=event.order_id,
+                    )
+                )
             case PointsAdjusted():
                 if event.points > 0:
                     assert event.lot_id is not None and event.expires_at is not None
-                    self._put_lot(Lot(event.lot_id, event.adjusted_at, event.expires_at, None,
-                                      event.points, event.points - event.debt_paid, False))
+                    self._put_lot(
+                        Lot(
+                            event.lot_id,
+                            event.adjusted_at,
+                            event.expires_at,
+                            None,
+                            event.points,
+                            event.points - event.debt_paid,
+                            False,
+                        )
+                    )
                     self.available += event.points - event.debt_paid
                     self.debt -= event.debt_paid
                 else:
                     self._take(event.allocations)
-                self._put_transaction(Transaction(
-                    event.transaction_id, "adjustment", event.points, event.adjusted_at,
-                    lot_id=event.lot_id, allocations=event.allocations))
+                self._put_transaction(
+                    Transaction(
+                        event.transaction_id,
+                        "adjustment",
+                        event.points,
+                        event.adjusted_at,
+                        lot_id=event.lot_id,
+                        allocations=event.allocations,
+                    )
+                )
             case EarnReversed():
                 self._take(event.allocations)
                 self.debt += event.debt_recorded
@@ -491,8 +655,9 @@ class MemberAccount:
                 original.reversed_qualifying += event.qualifying_points
                 original.reversed_amount += event.amount or 0
                 self.touched_transactions.add(original.transaction_id)
-                self._put_transaction(Transaction(event.transaction_id, "reversal",
-                                                  -event.points, event.reversed_at))
+                self._put_transaction(
+                    Transaction(event.transaction_id, "reversal", -event.points, event.reversed_at)
+                )
             case RedemptionReversed():
                 for allocation in event.allocations:
                     lot = self.lots[allocation.lot_id]
@@ -503,10 +668,12 @@ class MemberAccount:
                 original.reversed_points += event.points
                 for allocation in event.allocations:
                     original.returned[allocation.lot_id] = (
-                        original.returned.get(allocation.lot_id, 0) + allocation.points)
+                        original.returned.get(allocation.lot_id, 0) + allocation.points
+                    )
                 self.touched_transactions.add(original.transaction_id)
-                self._put_transaction(Transaction(event.transaction_id, "reversal",
-                                                  event.points, event.reversed_at))
+                self._put_transaction(
+                    Transaction(event.transaction_id, "reversal", event.points, event.reversed_at)
+                )
             case PointsExpired():
                 lot = self.lots[event.lot_id]
                 if lot.pending:
@@ -545,10 +712,10 @@ class MemberAccount:
 
     # -- views -----------------------------------------------------------------------
 
-    def qualification_period(self, at: datetime, config: ProgramConfig
-                             ) -> tuple[datetime, datetime]:
-        return period_containing(at, config.qualification_kind, self.enrolled_at,
-                                 config.time_zone)
+    def qualification_period(
+        self, at: datetime, config: ProgramConfig
+    ) -> tuple[datetime, datetime]:
+        return period_containing(at, config.qualification_kind, self.enrolled_at, config.time_zone)
 
     def next_period_end(self, config: ProgramConfig) -> datetime:
         closed = self.periods_closed_until or self.enrolled_at
@@ -567,9 +734,12 @@ class MemberAccount:
             if lot.remaining > 0 and as_of < lot.expires_at <= as_of + EXPIRY_HORIZON:
                 expiring[local_date_iso(lot.expires_at, config.time_zone)] += lot.remaining
         return Balance(
-            available=view.available, pending=view.pending, debt=view.debt,
+            available=view.available,
+            pending=view.pending,
+            debt=view.debt,
             lifetime_earned=view.lifetime_earned,
             qualifying_points=view._qualifying_between(start, end, config),
-            qualification_period_start=start, qualification_period_end=end,
+            qualification_period_start=start,
+            qualification_period_end=end,
             expiring=tuple(sorted(expiring.items())),
         )

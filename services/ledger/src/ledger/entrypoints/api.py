@@ -75,15 +75,17 @@ class BodyLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise ProblemError(413, "body_too_large",
-                                   f"the body exceeds {self.max_bytes} bytes")
+                raise ProblemError(
+                    413, "body_too_large", f"the body exceeds {self.max_bytes} bytes"
+                )
             return message
 
         await self.app(scope, limited, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(413, "body_too_large",
-                                    f"the body exceeds {self.max_bytes} bytes")
+        response = problem_response(
+            413, "body_too_large", f"the body exceeds {self.max_bytes} bytes"
+        )
         await response(scope, receive, send)
 
 
@@ -112,16 +114,19 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        dsn = await asyncio.to_thread(resolve_database_url, settings.database_url,
-                                      settings.data_dir, "loyalty")
-        pool = await create_pool(dsn, min_size=min(2, settings.pool_size),
-                                 max_size=settings.pool_size)
+        dsn = await asyncio.to_thread(
+            resolve_database_url, settings.database_url, settings.data_dir, "loyalty"
+        )
+        pool = await create_pool(
+            dsn, min_size=min(2, settings.pool_size), max_size=settings.pool_size
+        )
         app.state.ledger = Ledger(pool, allow_future_as_of=settings.allow_future_as_of)
         app.state.keys = KeyRing(pool)
         clock = None
         if settings.clock_interval_seconds > 0:
-            clock = asyncio.create_task(_clock_loop(app.state.ledger,
-                                                    settings.clock_interval_seconds))
+            clock = asyncio.create_task(
+                _clock_loop(app.state.ledger, settings.clock_interval_seconds)
+            )
         try:
             yield
         finally:
@@ -159,8 +164,9 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer lk_...`")
 
 
-async def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None,
-                       scope: str) -> ApiKey:
+async def _authenticate(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str
+) -> ApiKey:
     if credentials is None:
         raise ProblemError(401, "unauthorized", "an API key is required (Bearer)")
     keys: KeyRing = request.app.state.keys
@@ -179,8 +185,12 @@ async def _request_hash(request: Request) -> bytes:
     except orjson.JSONDecodeError:
         canonical = raw
     digest = hashlib.sha256()
-    for part in (request.method.encode(), request.url.path.encode(),
-                 request.url.query.encode(), canonical):
+    for part in (
+        request.method.encode(),
+        request.url.path.encode(),
+        request.url.query.encode(),
+        canonical,
+    ):
         digest.update(len(part).to_bytes(8, "big") + part)
     return digest.digest()
 
@@ -196,23 +206,32 @@ class Caller:
     request_hash: bytes | None = None
 
     def context(self, reason: str | None = None) -> RequestContext:
-        return RequestContext(program_id=self.key.program_id, actor=self.key.key_id,
-                              correlation_id=self.correlation_id,
-                              idempotency_key=self.idempotency_key,
-                              request_hash=self.request_hash, reason=reason)
+        return RequestContext(
+            program_id=self.key.program_id,
+            actor=self.key.key_id,
+            correlation_id=self.correlation_id,
+            idempotency_key=self.idempotency_key,
+            request_hash=self.request_hash,
+            reason=reason,
+        )
 
 
-IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=255,
-                                       pattern=r"^[\x21-\x7e]+$")]
+IdempotencyKey = Annotated[
+    str, Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
+]
 CorrelationId = Annotated[str | None, Header(alias="X-Correlation-Id", max_length=100)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def reader(scope: str) -> Callable[..., Awaitable[Caller]]:
-    async def dependency(request: Request, credentials: Credentials,
-                         correlation_id: CorrelationId = None) -> Caller:
-        return Caller(await _authenticate(request, credentials, scope), request.app.state.ledger,
-                      correlation_id or str(uuid4()))
+    async def dependency(
+        request: Request, credentials: Credentials, correlation_id: CorrelationId = None
+    ) -> Caller:
+        return Caller(
+            await _authenticate(request, credentials, scope),
+            request.app.state.ledger,
+            correlation_id or str(uuid4()),
+        )
 
     return dependency
 
@@ -220,12 +239,19 @@ def reader(scope: str) -> Callable[..., Awaitable[Caller]]:
 def writer(scope: str) -> Callable[..., Awaitable[Caller]]:
     """One dependency per write: the key, the Idempotency-Key and the request's hash."""
 
-    async def dependency(request: Request, credentials: Credentials,
-                         idempotency_key: IdempotencyKey,
-                         correlation_id: CorrelationId = None) -> Caller:
-        return Caller(await _authenticate(request, credentials, scope), request.app.state.ledger,
-                      correlation_id or str(uuid4()), idempotency_key,
-                      await _request_hash(request))
+    async def dependency(
+        request: Request,
+        credentials: Credentials,
+        idempotency_key: IdempotencyKey,
+        correlation_id: CorrelationId = None,
+    ) -> Caller:
+        return Caller(
+            await _authenticate(request, credentials, scope),
+            request.app.state.ledger,
+            correlation_id or str(uuid4()),
+            idempotency_key,
+            await _request_hash(request),
+        )
 
     return dependency
 
@@ -239,12 +265,22 @@ def _purchase(body: EarnRequest) -> Purchase:
     assert body.order_id and body.amount is not None and body.currency and body.occurred_at
     assert body.channel is not None
     return Purchase(
-        order_id=body.order_id, amount=Decimal(body.amount), currency=body.currency,
-        occurred_at=body.occurred_at, channel=body.channel, store_id=body.store_id,
+        order_id=body.order_id,
+        amount=Decimal(body.amount),
+        currency=body.currency,
+        occurred_at=body.occurred_at,
+        channel=body.channel,
+        store_id=body.store_id,
         partner_id=body.partner_id,
-        lines=tuple(OrderLine(sku=line.sku, quantity=line.quantity,
-                              amount=Decimal(line.amount), category=line.category)
-                    for line in body.lines),
+        lines=tuple(
+            OrderLine(
+                sku=line.sku,
+                quantity=line.quantity,
+                amount=Decimal(line.amount),
+                category=line.category,
+            )
+            for line in body.lines
+        ),
     )
 
 
@@ -256,12 +292,14 @@ PointsReader = Annotated[Caller, Depends(reader("points:read"))]
 OpsReader = Annotated[Caller, Depends(reader("ops"))]
 AdminReader = Annotated[Caller, Depends(reader("admin"))]
 FeedCursor = Annotated[str | None, Query(description="a previous page's next_cursor")]
-VersionCursor = Annotated[int, Query(ge=0, le=2**31 - 1,
-                                     description="a previous page's next_cursor")]
+VersionCursor = Annotated[
+    int, Query(ge=0, le=2**31 - 1, description="a previous page's next_cursor")
+]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 # -- routes -----------------------------------------------------------------------------
+
 
 def _routes(app: FastAPI) -> None:
     @app.get("/healthz", tags=["ops"])
@@ -281,18 +319,28 @@ def _routes(app: FastAPI) -> None:
                 stored = await conn.fetchrow(
                     "SELECT encode(request_hash, 'hex') AS hash, status_code, response"
                     " FROM idempotency_keys WHERE program_id = $1 AND key = $2",
-                    caller.key.program_id, caller.idempotency_key)
+                    caller.key.program_id,
+                    caller.idempotency_key,
+                )
                 if stored is not None:
                     if stored["hash"] != caller.request_hash.hex():
                         raise ProblemError(
-                            422, "idempotency_key_reused",
-                            "this Idempotency-Key was used with a different request")
+                            422,
+                            "idempotency_key_reused",
+                            "this Idempotency-Key was used with a different request",
+                        )
                     return JSONResponse(stored["response"], status_code=stored["status_code"])
                 try:
-                    return JSONResponse(await configure_program(
-                        conn, caller.key.program_id, document, actor=caller.key.key_id,
-                        correlation_id=caller.correlation_id,
-                        idempotency=(caller.idempotency_key, caller.request_hash)))
+                    return JSONResponse(
+                        await configure_program(
+                            conn,
+                            caller.key.program_id,
+                            document,
+                            actor=caller.key.key_id,
+                            correlation_id=caller.correlation_id,
+                            idempotency=(caller.idempotency_key, caller.request_hash),
+                        )
+                    )
                 except asyncpg.UniqueViolationError:
                     continue  # a twin committed first: its record answers this request
         raise ProblemError(409, "concurrent_update", "the program changed concurrently; retry")
@@ -301,90 +349,120 @@ def _routes(app: FastAPI) -> None:
     async def enrol(body: EnrolRequest, caller: MembersWriter) -> JSONResponse:
         profile = body.model_dump(exclude={"external_id"})
         profile["referred_by"] = str(body.referred_by) if body.referred_by else None
-        return _respond(await caller.ledger.enrol(caller.context(),
-                                                  external_id=body.external_id,
-                                                  profile=profile))
+        return _respond(
+            await caller.ledger.enrol(
+                caller.context(), external_id=body.external_id, profile=profile
+            )
+        )
 
     @app.get("/v1/members/{member_id}", tags=["members"])
     async def get_member(member_id: UUID, caller: PointsReader) -> JSONResponse:
         return JSONResponse(await caller.ledger.member(caller.key.program_id, member_id))
 
     @app.post("/v1/members/{member_id}/cards", status_code=201, tags=["members"])
-    async def link_card(member_id: UUID, body: CardRequest,
-                        caller: MembersWriter) -> JSONResponse:
-        return _respond(await caller.ledger.link_card(caller.context(), member_id,
-                                                      body.card_token))
+    async def link_card(member_id: UUID, body: CardRequest, caller: MembersWriter) -> JSONResponse:
+        return _respond(await caller.ledger.link_card(caller.context(), member_id, body.card_token))
 
     @app.delete("/v1/members/{member_id}/cards/{card_token}", tags=["members"])
-    async def unlink_card(member_id: UUID, card_token: str,
-                          caller: MembersWriter) -> JSONResponse:
-        return _respond(await caller.ledger.unlink_card(caller.context(), member_id,
-                                                        card_token))
+    async def unlink_card(member_id: UUID, card_token: str, caller: MembersWriter) -> JSONResponse:
+        return _respond(await caller.ledger.unlink_card(caller.context(), member_id, card_token))
 
     async def _earn(body: EarnRequest, caller: Caller, **target: Any) -> JSONResponse:
         if body.points is not None:
             if "ops" not in caller.key.scopes:
                 raise ProblemError(403, "forbidden", "bonus points need the ops scope")
-            return _respond(await caller.ledger.earn_bonus(
-                caller.context(body.reason), points=body.points, qualifying=body.qualifying,
-                occurred_at=body.occurred_at, **target))
-        return _respond(await caller.ledger.earn(caller.context(body.reason), _purchase(body),
-                                                 **target))
+            return _respond(
+                await caller.ledger.earn_bonus(
+                    caller.context(body.reason),
+                    points=body.points,
+                    qualifying=body.qualifying,
+                    occurred_at=body.occurred_at,
+                    **target,
+                )
+            )
+        return _respond(
+            await caller.ledger.earn(caller.context(body.reason), _purchase(body), **target)
+        )
 
     @app.post("/v1/members/{member_id}/earn", status_code=201, tags=["points"])
     async def earn(member_id: UUID, body: EarnRequest, caller: PointsWriter) -> JSONResponse:
         return await _earn(body, caller, member_id=member_id)
 
     @app.post("/v1/cards/{card_token}/earn", status_code=201, tags=["points"])
-    async def earn_by_card(card_token: str, body: EarnRequest,
-                           caller: PointsWriter) -> JSONResponse:
+    async def earn_by_card(
+        card_token: str, body: EarnRequest, caller: PointsWriter
+    ) -> JSONResponse:
         return await _earn(body, caller, card_token=card_token)
 
     @app.post("/v1/members/{member_id}/redeem", status_code=201, tags=["points"])
     async def redeem(member_id: UUID, body: RedeemRequest, caller: PointsWriter) -> JSONResponse:
-        return _respond(await caller.ledger.redeem(
-            caller.context(body.reward), member_id, points=body.points, reward=body.reward,
-            order_id=body.order_id))
+        return _respond(
+            await caller.ledger.redeem(
+                caller.context(body.reward),
+                member_id,
+                points=body.points,
+                reward=body.reward,
+                order_id=body.order_id,
+            )
+        )
 
     @app.post("/v1/transactions/{transaction_id}/reverse", status_code=201, tags=["points"])
-    async def reverse(transaction_id: UUID, caller: PointsWriter,
-                      body: ReverseRequest | None = None) -> JSONResponse:
+    async def reverse(
+        transaction_id: UUID, caller: PointsWriter, body: ReverseRequest | None = None
+    ) -> JSONResponse:
         body = body or ReverseRequest()
-        return _respond(await caller.ledger.reverse(
-            caller.context(body.reason), transaction_id, points=body.points,
-            amount=Decimal(body.amount) if body.amount is not None else None))
+        return _respond(
+            await caller.ledger.reverse(
+                caller.context(body.reason),
+                transaction_id,
+                points=body.points,
+                amount=Decimal(body.amount) if body.amount is not None else None,
+            )
+        )
 
     @app.get("/v1/transactions/{transaction_id}", tags=["points"])
     async def get_transaction(transaction_id: UUID, caller: PointsReader) -> JSONResponse:
-        return JSONResponse(await caller.ledger.transaction(caller.key.program_id,
-                                                            transaction_id))
+        return JSONResponse(await caller.ledger.transaction(caller.key.program_id, transaction_id))
 
     @app.post("/v1/members/{member_id}/adjust", status_code=201, tags=["ops"])
     async def adjust(member_id: UUID, body: AdjustRequest, caller: OpsWriter) -> JSONResponse:
-        return _respond(await caller.ledger.adjust(caller.context(body.reason), member_id,
-                                                   points=body.points))
+        return _respond(
+            await caller.ledger.adjust(caller.context(body.reason), member_id, points=body.points)
+        )
 
     @app.get("/v1/members/{member_id}/balance", tags=["points"])
-    async def balance(member_id: UUID, caller: PointsReader,
-                      as_of: AwareDatetime | None = None) -> JSONResponse:
+    async def balance(
+        member_id: UUID, caller: PointsReader, as_of: AwareDatetime | None = None
+    ) -> JSONResponse:
         return JSONResponse(await caller.ledger.balance(caller.key.program_id, member_id, as_of))
 
     @app.get("/v1/members/{member_id}/events", tags=["events"])
-    async def member_events(member_id: UUID, caller: PointsReader, cursor: VersionCursor = 0,
-                            limit: Limit = 100) -> JSONResponse:
-        return JSONResponse(await caller.ledger.member_events(
-            caller.key.program_id, member_id, after=cursor, limit=limit))
+    async def member_events(
+        member_id: UUID, caller: PointsReader, cursor: VersionCursor = 0, limit: Limit = 100
+    ) -> JSONResponse:
+        return JSONResponse(
+            await caller.ledger.member_events(
+                caller.key.program_id, member_id, after=cursor, limit=limit
+            )
+        )
 
     @app.get("/v1/events", tags=["events"])
-    async def feed(caller: OpsReader, cursor: FeedCursor = None,
-                   limit: Limit = 100) -> JSONResponse:
-        return JSONResponse(await caller.ledger.feed(caller.key.program_id, cursor=cursor,
-                                                     limit=limit))
+    async def feed(
+        caller: OpsReader, cursor: FeedCursor = None, limit: Limit = 100
+    ) -> JSONResponse:
+        return JSONResponse(
+            await caller.ledger.feed(caller.key.program_id, cursor=cursor, limit=limit)
+        )
 
     @app.post("/v1/ops/clock", tags=["ops"])
     async def clock(caller: OpsReader, as_of: AwareDatetime | None = None) -> JSONResponse:
         # Time-driven processing is idempotent by as_of; it takes no Idempotency-Key.
         at = caller.ledger.check_as_of(as_of)
-        return JSONResponse(await caller.ledger.run_clock(
-            at, caller.key.program_id, actor=caller.key.key_id,
-            correlation_id=caller.correlation_id))
+        return JSONResponse(
+            await caller.ledger.run_clock(
+                at,
+                caller.key.program_id,
+                actor=caller.key.key_id,
+                correlation_id=caller.correlation_id,
+            )
+        )

@@ -108,15 +108,21 @@ class EarnRequest(_Body):
     @model_validator(mode="after")
     def _one_shape(self) -> EarnRequest:
         if self.points is not None:
-            purchase_fields = [n for n in ("order_id", "amount", "currency", "channel")
-                               if getattr(self, n) is not None]
+            purchase_fields = [
+                n
+                for n in ("order_id", "amount", "currency", "channel")
+                if getattr(self, n) is not None
+            ]
             if purchase_fields:
                 raise ValueError(f"bonus points take no purchase fields: {purchase_fields}")
             if self.reason is None:
                 raise ValueError("bonus points need a reason")
             return self
-        missing = [n for n in ("order_id", "amount", "currency", "occurred_at", "channel")
-                   if getattr(self, n) is None]
+        missing = [
+            n
+            for n in ("order_id", "amount", "currency", "occurred_at", "channel")
+            if getattr(self, n) is None
+        ]
         if missing:
             raise ValueError(f"a purchase needs {', '.join(missing)}")
         if self.channel == "partner" and self.partner_id is None:

@@ -32,13 +32,18 @@ def new_key() -> tuple[str, str]:
     return key_id, f"lk_{key_id}_{secrets.token_urlsafe(32)}"
 
 
-async def create_key(conn: asyncpg.Connection, program_id: UUID, name: str,
-                     scopes: tuple[str, ...]) -> str:
+async def create_key(
+    conn: asyncpg.Connection, program_id: UUID, name: str, scopes: tuple[str, ...]
+) -> str:
     key_id, key = new_key()
     await conn.execute(
         "INSERT INTO api_keys (key_id, program_id, name, key_hash, scopes)"
         " VALUES ($1, $2, $3, $4, $5)",
-        key_id, program_id, name, hash_key(key), list(scopes),
+        key_id,
+        program_id,
+        name,
+        hash_key(key),
+        list(scopes),
     )
     return key
 

@@ -95,28 +95,37 @@ class Ledger:
 
     # -- the command runner -------------------------------------------------------------
 
-    async def _run(self, ctx: RequestContext, decide: Decide, *, status: int = 201,
-                   enrol: Callable[[Loaded, datetime], MemberAccount] | None = None,
-                   **load: Any) -> Outcome:
+    async def _run(
+        self,
+        ctx: RequestContext,
+        decide: Decide,
+        *,
+        status: int = 201,
+        enrol: Callable[[Loaded, datetime], MemberAccount] | None = None,
+        **load: Any,
+    ) -> Outcome:
         flight = (ctx.program_id, ctx.idempotency_key) if ctx.idempotency_key else None
         if flight is not None:
             # A twin still in flight in this process; twins in other processes meet at
             # the idempotency key's primary key and get the first response.
             if flight in self._in_flight:
                 raise IdempotencyInProgressError(
-                    "a request with this Idempotency-Key is still being processed")
+                    "a request with this Idempotency-Key is still being processed"
+                )
             self._in_flight.add(flight)
         try:
             for attempt in range(_ATTEMPTS):
                 async with self.pool.acquire() as conn:
                     try:
                         if attempt == 0:
-                            outcome = await self._attempt(conn, ctx, decide, status, enrol,
-                                                          load, locked=False)
+                            outcome = await self._attempt(
+                                conn, ctx, decide, status, enrol, load, locked=False
+                            )
                         else:
                             async with conn.transaction():
-                                outcome = await self._attempt(conn, ctx, decide, status, enrol,
-                                                              load, locked=True)
+                                outcome = await self._attempt(
+                                    conn, ctx, decide, status, enrol, load, locked=True
+                                )
                     except asyncpg.UniqueViolationError as exc:
                         self._raise_for_constraint(exc)
                         continue
@@ -138,15 +147,27 @@ class Ledger:
             raise CardAlreadyLinkedError("the card is linked to another member")
         # Otherwise a twin won: the retry loads its idempotency record (or, for an
         # enrolment, finds the external_id taken) and answers accordingly.
-        if constraint not in ("idempotency_keys_pkey", "members_pkey",
-                              "members_program_id_external_id_key"):
+        if constraint not in (
+            "idempotency_keys_pkey",
+            "members_pkey",
+            "members_program_id_external_id_key",
+        ):
             raise exc
 
-    async def _attempt(self, conn: asyncpg.Connection, ctx: RequestContext, decide: Decide,
-                       status: int, enrol: Callable[[Loaded, datetime], MemberAccount] | None,
-                       load: dict[str, Any], *, locked: bool) -> Outcome | None:
+    async def _attempt(
+        self,
+        conn: asyncpg.Connection,
+        ctx: RequestContext,
+        decide: Decide,
+        status: int,
+        enrol: Callable[[Loaded, datetime], MemberAccount] | None,
+        load: dict[str, Any],
+        *,
+        locked: bool,
+    ) -> Outcome | None:
         loaded = await repository.load_member(
-            conn, ctx.program_id, idempotency_key=ctx.idempotency_key, for_update=locked, **load)
+            conn, ctx.program_id, idempotency_key=ctx.idempotency_key, for_update=locked, **load
+        )
         if loaded is None:
             raise NotFoundError("program_not_found", "the program does not exist")
         if ctx.idempotency_key is not None and loaded.idempotency is not None:
@@ -154,7 +175,8 @@ class Ledger:
             if ctx.request_hash is not None and stored["hash"] == ctx.request_hash.hex():
                 return stored["status"], stored["response"]
             raise IdempotencyKeyReusedError(
-                "this Idempotency-Key was used with a different request")
+                "this Idempotency-Key was used with a different request"
+            )
         config = self._config(ctx.program_id, loaded)
         now = datetime.now(UTC)
         if enrol is not None:
@@ -176,49 +198,73 @@ class Ledger:
         record = None
         if ctx.idempotency_key is not None and ctx.request_hash is not None:
             record = IdempotencyRecord(ctx.idempotency_key, ctx.request_hash, status, body)
-        meta = EventMeta(actor=ctx.actor, correlation_id=ctx.correlation_id, recorded_at=now,
-                         reason=ctx.reason, causation_id=ctx.causation_id)
+        meta = EventMeta(
+            actor=ctx.actor,
+            correlation_id=ctx.correlation_id,
+            recorded_at=now,
+            reason=ctx.reason,
+            causation_id=ctx.causation_id,
+        )
         saved = await repository.save_member(
-            conn, ctx.program_id, account, next_period_end=account.next_period_end(config),
-            meta=meta, idempotency=record)
+            conn,
+            ctx.program_id,
+            account,
+            next_period_end=account.next_period_end(config),
+            meta=meta,
+            idempotency=record,
+        )
         return (status, body) if saved else None
 
     # -- member commands ----------------------------------------------------------------
 
-    async def enrol(self, ctx: RequestContext, *, external_id: str,
-                    profile: dict[str, Any]) -> Outcome:
+    async def enrol(
+        self, ctx: RequestContext, *, external_id: str, profile: dict[str, Any]
+    ) -> Outcome:
         member_id = str(uuid4())
 
         def new_account(loaded: Loaded, now: datetime) -> MemberAccount:
             if loaded.external_owner is not None:
-                raise MemberExistsError("a member with this external_id exists",
-                                        member_id=loaded.external_owner)
-            return MemberAccount.enrol(MemberEnrolled(
-                member_id=member_id, external_id=external_id, enrolled_at=now, **profile))
+                raise MemberExistsError(
+                    "a member with this external_id exists", member_id=loaded.external_owner
+                )
+            return MemberAccount.enrol(
+                MemberEnrolled(
+                    member_id=member_id, external_id=external_id, enrolled_at=now, **profile
+                )
+            )
 
-        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
-                   now: datetime) -> dict[str, Any]:
+        def decide(
+            account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
+        ) -> dict[str, Any]:
             return self._member_view(account, [])
 
-        return await self._run(ctx, decide, enrol=new_account, member_id=UUID(member_id),
-                               external_id=external_id)
+        return await self._run(
+            ctx, decide, enrol=new_account, member_id=UUID(member_id), external_id=external_id
+        )
 
     async def link_card(self, ctx: RequestContext, member_id: UUID, card_token: str) -> Outcome:
-        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
-                   now: datetime) -> dict[str, Any]:
+        def decide(
+            account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
+        ) -> dict[str, Any]:
             if loaded.card_owner not in (None, account.member_id):
-                raise CardAlreadyLinkedError("the card is linked to another member",
-                                             field="card_token")
+                raise CardAlreadyLinkedError(
+                    "the card is linked to another member", field="card_token"
+                )
             account.link_card(card_token)
-            return {"member_id": account.member_id, "card_token": card_token,
-                    "cards": sorted(account.cards)}
+            return {
+                "member_id": account.member_id,
+                "card_token": card_token,
+                "cards": sorted(account.cards),
+            }
 
-        return await self._run(ctx, decide, member_id=member_id, load_cards=True,
-                               link_card_token=card_token)
+        return await self._run(
+            ctx, decide, member_id=member_id, load_cards=True, link_card_token=card_token
+        )
 
     async def unlink_card(self, ctx: RequestContext, member_id: UUID, card_token: str) -> Outcome:
-        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
-                   now: datetime) -> dict[str, Any]:
+        def decide(
+            account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
+        ) -> dict[str, Any]:
             if card_token not in account.cards:
                 raise CardNotLinkedError("the card is not linked to this member")
             account.unlink_card(card_token)
@@ -226,44 +272,79 @@ class Ledger:
 
         return await self._run(ctx, decide, status=200, member_id=member_id, load_cards=True)
 
-    async def earn(self, ctx: RequestContext, purchase: Purchase, *,
-                   member_id: UUID | None = None, card_token: str | None = None) -> Outcome:
-        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
-                   now: datetime) -> dict[str, Any]:
-            event = account.earn_purchase(purchase, config, transaction_id=str(uuid4()),
-                                          lot_id=str(uuid4()), now=now)
+    async def earn(
+        self,
+        ctx: RequestContext,
+        purchase: Purchase,
+        *,
+        member_id: UUID | None = None,
+        card_token: str | None = None,
+    ) -> Outcome:
+        def decide(
+            account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
+        ) -> dict[str, Any]:
+            event = account.earn_purchase(
+                purchase, config, transaction_id=str(uuid4()), lot_id=str(uuid4()), now=now
+            )
             return self._earn_view(account, event)
 
-        return await self._run(ctx, decide, member_id=member_id, card_token=card_token,
-                               order_id=purchase.order_id)
+        return await self._run(
+            ctx, decide, member_id=member_id, card_token=card_token, order_id=purchase.order_id
+        )
 
-    async def earn_bonus(self, ctx: RequestContext, *, points: int, qualifying: bool,
-                         occurred_at: datetime | None, member_id: UUID | None = None,
-                         card_token: str | None = None) -> Outcome:
-        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
-                   now: datetime) -> dict[str, Any]:
-            event = account.earn_bonus(points, ctx.reason or "bonus", config,
-                                       qualifying=qualifying, transaction_id=str(uuid4()),
-                                       lot_id=str(uuid4()), occurred_at=occurred_at or now,
-                                       now=now)
+    async def earn_bonus(
+        self,
+        ctx: RequestContext,
+        *,
+        points: int,
+        qualifying: bool,
+        occurred_at: datetime | None,
+        member_id: UUID | None = None,
+        card_token: str | None = None,
+    ) -> Outcome:
+        def decide(
+            account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
+        ) -> dict[str, Any]:
+            event = account.earn_bonus(
+                points,
+                ctx.reason or "bonus",
+                config,
+                qualifying=qualifying,
+                transaction_id=str(uuid4()),
+                lot_id=str(uuid4()),
+                occurred_at=occurred_at or now,
+                now=now,
+            )
             return self._earn_view(account, event)
 
         return await self._run(ctx, decide, member_id=member_id, card_token=card_token)
 
-    async def redeem(self, ctx: RequestContext, member_id: UUID, *, points: int,
-                     reward: str | None, order_id: str | None) -> Outcome:
-        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
-                   now: datetime) -> dict[str, Any]:
+    async def redeem(
+        self,
+        ctx: RequestContext,
+        member_id: UUID,
+        *,
+        points: int,
+        reward: str | None,
+        order_id: str | None,
+    ) -> Outcome:
+        def decide(
+            account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
+        ) -> dict[str, Any]:
             account.advance_to(now, config)
-            event = account.redeem(points, transaction_id=str(uuid4()), now=now, reward=reward,
-                                   order_id=order_id)
+            event = account.redeem(
+                points, transaction_id=str(uuid4()), now=now, reward=reward, order_id=order_id
+            )
             return {
                 "transaction_id": event.transaction_id,
                 "member_id": account.member_id,
                 "points": event.points,
                 "allocations": [
-                    {"lot_id": a.lot_id, "points": a.points,
-                     "expires_at": _iso(account.lots[a.lot_id].expires_at)}
+                    {
+                        "lot_id": a.lot_id,
+                        "points": a.points,
+                        "expires_at": _iso(account.lots[a.lot_id].expires_at),
+                    }
                     for a in event.allocations
                 ],
                 "balance": _balance_summary(account),
@@ -272,24 +353,43 @@ class Ledger:
         return await self._run(ctx, decide, member_id=member_id, load_lots=True)
 
     async def adjust(self, ctx: RequestContext, member_id: UUID, *, points: int) -> Outcome:
-        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
-                   now: datetime) -> dict[str, Any]:
+        def decide(
+            account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
+        ) -> dict[str, Any]:
             account.advance_to(now, config)
-            event = account.adjust(points, config, transaction_id=str(uuid4()),
-                                   lot_id=str(uuid4()), now=now)
-            return {"transaction_id": event.transaction_id, "member_id": account.member_id,
-                    "points": event.points, "reason": ctx.reason,
-                    "balance": _balance_summary(account)}
+            event = account.adjust(
+                points, config, transaction_id=str(uuid4()), lot_id=str(uuid4()), now=now
+            )
+            return {
+                "transaction_id": event.transaction_id,
+                "member_id": account.member_id,
+                "points": event.points,
+                "reason": ctx.reason,
+                "balance": _balance_summary(account),
+            }
 
         return await self._run(ctx, decide, member_id=member_id, load_lots=True)
 
-    async def reverse(self, ctx: RequestContext, transaction_id: UUID, *, points: int | None,
-                      amount: Decimal | None) -> Outcome:
-        def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
-                   now: datetime) -> dict[str, Any]:
+    async def reverse(
+        self,
+        ctx: RequestContext,
+        transaction_id: UUID,
+        *,
+        points: int | None,
+        amount: Decimal | None,
+    ) -> Outcome:
+        def decide(
+            account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
+        ) -> dict[str, Any]:
             account.advance_to(now, config)
-            event = account.reverse(str(transaction_id), config, transaction_id=str(uuid4()),
-                                    now=now, points=points, amount=amount)
+            event = account.reverse(
+                str(transaction_id),
+                config,
+                transaction_id=str(uuid4()),
+                now=now,
+                points=points,
+                amount=amount,
+            )
             taken = sum(a.points for a in event.allocations)
             earn = isinstance(event, EarnReversed)
             body: dict[str, Any] = {
@@ -308,9 +408,14 @@ class Ledger:
 
         return await self._run(ctx, decide, transaction_id=transaction_id, load_lots=True)
 
-    async def run_clock(self, as_of: datetime, program_id: UUID | None = None,
-                        *, actor: str = "clock", correlation_id: str | None = None
-                        ) -> dict[str, Any]:
+    async def run_clock(
+        self,
+        as_of: datetime,
+        program_id: UUID | None = None,
+        *,
+        actor: str = "clock",
+        correlation_id: str | None = None,
+    ) -> dict[str, Any]:
         """All time-driven processing up to ``as_of``, member by member."""
         due = await self.pool.fetch(
             """SELECT m.member_id, m.program_id FROM members m
@@ -318,32 +423,35 @@ class Ledger:
                     SELECT member_id FROM lots WHERE pending AND available_at <= $1
                     UNION SELECT member_id FROM lots WHERE remaining > 0 AND expires_at <= $1
                     UNION SELECT member_id FROM members WHERE next_period_end <= $1)""",
-            as_of, program_id,
+            as_of,
+            program_id,
         )
         counts: Counter[str] = Counter()
         gate = asyncio.Semaphore(_CLOCK_CONCURRENCY)
         correlation = correlation_id or str(uuid4())
 
         async def advance(member_id: UUID, member_program: UUID) -> None:
-            def decide(account: MemberAccount, config: ProgramConfig, loaded: Loaded,
-                       now: datetime) -> dict[str, Any]:
+            def decide(
+                account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
+            ) -> dict[str, Any]:
                 for event in account.advance_to(as_of, config):
                     counts[type(event).__name__] += 1
                 return {}
 
-            ctx = RequestContext(program_id=member_program, actor=actor,
-                                 correlation_id=correlation, reason="clock")
+            ctx = RequestContext(
+                program_id=member_program, actor=actor, correlation_id=correlation, reason="clock"
+            )
             async with gate:
-                await self._run(ctx, decide, member_id=member_id, load_lots=True,
-                                lots_until=as_of)
+                await self._run(ctx, decide, member_id=member_id, load_lots=True, lots_until=as_of)
 
         await asyncio.gather(*(advance(r["member_id"], r["program_id"]) for r in due))
         return {"as_of": as_of.isoformat(), "members": len(due), "events": dict(counts)}
 
     # -- queries ------------------------------------------------------------------------
 
-    async def _load(self, program_id: UUID, member_id: UUID, **load: Any
-                    ) -> tuple[MemberAccount, ProgramConfig]:
+    async def _load(
+        self, program_id: UUID, member_id: UUID, **load: Any
+    ) -> tuple[MemberAccount, ProgramConfig]:
         async with self.pool.acquire() as conn:
             loaded = await repository.load_member(conn, program_id, member_id=member_id, **load)
         if loaded is None or loaded.account is None:
@@ -354,8 +462,9 @@ class Ledger:
         account, _ = await self._load(program_id, member_id, load_cards=True)
         return self._member_view(account, sorted(account.cards))
 
-    async def balance(self, program_id: UUID, member_id: UUID,
-                      as_of: datetime | None) -> dict[str, Any]:
+    async def balance(
+        self, program_id: UUID, member_id: UUID, as_of: datetime | None
+    ) -> dict[str, Any]:
         now = datetime.now(UTC)
         at = self.check_as_of(as_of)
         if at < now - _FUTURE_TOLERANCE:
@@ -365,22 +474,25 @@ class Ledger:
             account = repository.fold(records)
         else:
             account, config = await self._load(
-                program_id, member_id, load_lots=True,
-                lots_until=at + timedelta(days=91))
+                program_id, member_id, load_lots=True, lots_until=at + timedelta(days=91)
+            )
         return self._balance_view(account.member_id, at, account.balance(at, config))
 
-    async def member_events(self, program_id: UUID, member_id: UUID, *, after: int,
-                            limit: int) -> dict[str, Any]:
+    async def member_events(
+        self, program_id: UUID, member_id: UUID, *, after: int, limit: int
+    ) -> dict[str, Any]:
         await self._load(program_id, member_id)
         async with self.pool.acquire() as conn:
-            records = await repository.member_events(conn, member_id, after_version=after,
-                                                     limit=limit)
+            records = await repository.member_events(
+                conn, member_id, after_version=after, limit=limit
+            )
         events = [_event_view(r) for r in records]
-        return {"events": events,
-                "next_cursor": str(events[-1]["version"]) if len(events) == limit else None}
+        return {
+            "events": events,
+            "next_cursor": str(events[-1]["version"]) if len(events) == limit else None,
+        }
 
-    async def feed(self, program_id: UUID, *, cursor: str | None, limit: int
-                   ) -> dict[str, Any]:
+    async def feed(self, program_id: UUID, *, cursor: str | None, limit: int) -> dict[str, Any]:
         """Events in a commit-safe order: by (transaction id, position), and only from
         transactions older than every transaction still running.
 
@@ -399,25 +511,35 @@ class Ledger:
                   AND (xact_id, position) > ($2::text::xid8, $3)
                   AND xact_id < pg_snapshot_xmin(pg_current_snapshot())
                 ORDER BY xact_id, position LIMIT $4""",
-            program_id, str(after_xact), after_position, limit,
+            program_id,
+            str(after_xact),
+            after_position,
+            limit,
         )
         events = [_event_view(r) for r in records]
-        next_cursor = (f"{records[-1]['xact']}-{records[-1]['position']}" if records
-                       else cursor or "0-0")
+        next_cursor = (
+            f"{records[-1]['xact']}-{records[-1]['position']}" if records else cursor or "0-0"
+        )
         return {"events": events, "next_cursor": next_cursor}
 
     async def transaction(self, program_id: UUID, transaction_id: UUID) -> dict[str, Any]:
         row = await self.pool.fetchrow(
             "SELECT * FROM transactions WHERE transaction_id = $1 AND program_id = $2",
-            transaction_id, program_id)
+            transaction_id,
+            program_id,
+        )
         if row is None:
             raise NotFoundError("transaction_not_found", "no such transaction in this program")
         return {
-            "transaction_id": str(row["transaction_id"]), "member_id": str(row["member_id"]),
-            "kind": row["kind"], "points": row["points"],
-            "occurred_at": _iso(row["occurred_at"]), "order_id": row["order_id"],
+            "transaction_id": str(row["transaction_id"]),
+            "member_id": str(row["member_id"]),
+            "kind": row["kind"],
+            "points": row["points"],
+            "occurred_at": _iso(row["occurred_at"]),
+            "order_id": row["order_id"],
             "amount": str(row["amount"]) if row["amount"] is not None else None,
-            "currency": row["currency"], "reversed_points": row["reversed_points"],
+            "currency": row["currency"],
+            "reversed_points": row["reversed_points"],
             "reversed_amount": str(row["reversed_amount"]),
         }
 
@@ -445,8 +567,9 @@ class Ledger:
             "available_at": _iso(event.available_at),
             "expires_at": _iso(event.expires_at),
             "debt_paid": event.debt_paid,
-            "breakdown": [{"rule": b.rule, "points": b.points, "detail": b.detail}
-                          for b in event.breakdown],
+            "breakdown": [
+                {"rule": b.rule, "points": b.points, "detail": b.detail} for b in event.breakdown
+            ],
             "balance": _balance_summary(account),
         }
 
@@ -460,8 +583,10 @@ class Ledger:
             "debt": balance.debt,
             "lifetime_earned": balance.lifetime_earned,
             "qualifying_points": balance.qualifying_points,
-            "qualification_period": {"start": _iso(balance.qualification_period_start),
-                                     "end": _iso(balance.qualification_period_end)},
+            "qualification_period": {
+                "start": _iso(balance.qualification_period_start),
+                "end": _iso(balance.qualification_period_end),
+            },
             "expiring": [{"date": d, "points": p} for d, p in balance.expiring],
         }
 
@@ -493,4 +618,3 @@ def _event_view(record: asyncpg.Record) -> dict[str, Any]:
         "causation_id": record["causation_id"],
         "data": record["data"],
     }
-

@@ -94,35 +94,47 @@ class ProgramDocument(_Strict):
             time_zone=self.time_zone,
             earn_rates=dict(self.earn_rates),
             rounding=Rounding(self.rounding),
-            point_lifetime=PointLifetime(LifetimeKind(lifetime.kind), lifetime.months,
-                                         lifetime.years),
+            point_lifetime=PointLifetime(
+                LifetimeKind(lifetime.kind), lifetime.months, lifetime.years
+            ),
             pending_days=self.pending_days,
             return_policy=ReturnPolicy(self.return_policy),
             qualification_kind=QualificationKind(self.qualification_period.kind),
-            tiers=tuple(Tier(t.name, t.threshold, t.discount_percent, t.earn_multiplier)
-                        for t in self.tiers),
+            tiers=tuple(
+                Tier(t.name, t.threshold, t.discount_percent, t.earn_multiplier) for t in self.tiers
+            ),
             downgrade_policy=DowngradePolicy(self.downgrade_policy),
         )
 
 
 def default_document(name: str) -> ProgramDocument:
     """What a new program starts with: a Nordic club earning one point per krone."""
-    return ProgramDocument.model_validate({
-        "name": name,
-        "default_locale": "nb",
-        "time_zone": "Europe/Oslo",
-        "earn_rates": {"NOK": "1", "SEK": "1", "DKK": "1.5", "EUR": "10"},
-        "rounding": "down",
-        "point_lifetime": {"kind": "rolling_months", "months": 24},
-        "pending_days": 0,
-        "return_policy": "debt",
-        "qualification_period": {"kind": "calendar_year"},
-        "tiers": [
-            {"name": "Bronze", "threshold": 0, "discount_percent": 5, "earn_multiplier": "1"},
-            {"name": "Silver", "threshold": 5000, "discount_percent": 10,
-             "earn_multiplier": "1.25"},
-            {"name": "Gold", "threshold": 15000, "discount_percent": 15,
-             "earn_multiplier": "1.5"},
-        ],
-        "downgrade_policy": "one_down",
-    })
+    return ProgramDocument.model_validate(
+        {
+            "name": name,
+            "default_locale": "nb",
+            "time_zone": "Europe/Oslo",
+            "earn_rates": {"NOK": "1", "SEK": "1", "DKK": "1.5", "EUR": "10"},
+            "rounding": "down",
+            "point_lifetime": {"kind": "rolling_months", "months": 24},
+            "pending_days": 0,
+            "return_policy": "debt",
+            "qualification_period": {"kind": "calendar_year"},
+            "tiers": [
+                {"name": "Bronze", "threshold": 0, "discount_percent": 5, "earn_multiplier": "1"},
+                {
+                    "name": "Silver",
+                    "threshold": 5000,
+                    "discount_percent": 10,
+                    "earn_multiplier": "1.25",
+                },
+                {
+                    "name": "Gold",
+                    "threshold": 15000,
+                    "discount_percent": 15,
+                    "earn_multiplier": "1.5",
+                },
+            ],
+            "downgrade_policy": "one_down",
+        }
+    )

@@ -28,23 +28,39 @@ async def create_program(conn: asyncpg.Connection, name: str) -> CreatedProgram:
         await conn.execute(
             "INSERT INTO programs (program_id, name, config, config_version)"
             " VALUES ($1, $2, $3, 0)",
-            program_id, name, document.model_dump(mode="json"),
+            program_id,
+            name,
+            document.model_dump(mode="json"),
         )
-        await configure_program(conn, program_id, document, actor="cli",
-                                correlation_id=str(uuid4()))
+        await configure_program(
+            conn, program_id, document, actor="cli", correlation_id=str(uuid4())
+        )
         admin = await create_key(conn, program_id, "all scopes", SCOPES)
-        checkout = await create_key(conn, program_id, "checkout",
-                                    ("points:write", "points:read", "members:write"))
-    return CreatedProgram(program_id, [
-        {"key": admin, "name": "all scopes", "scopes": list(SCOPES)},
-        {"key": checkout, "name": "checkout",
-         "scopes": ["points:write", "points:read", "members:write"]},
-    ])
+        checkout = await create_key(
+            conn, program_id, "checkout", ("points:write", "points:read", "members:write")
+        )
+    return CreatedProgram(
+        program_id,
+        [
+            {"key": admin, "name": "all scopes", "scopes": list(SCOPES)},
+            {
+                "key": checkout,
+                "name": "checkout",
+                "scopes": ["points:write", "points:read", "members:write"],
+            },
+        ],
+    )
 
 
-async def configure_program(conn: asyncpg.Connection, program_id: UUID,
-                            document: ProgramDocument, *, actor: str, correlation_id: str,
-                            idempotency: tuple[str, bytes] | None = None) -> dict[str, Any]:
+async def configure_program(
+    conn: asyncpg.Connection,
+    program_id: UUID,
+    document: ProgramDocument,
+    *,
+    actor: str,
+    correlation_id: str,
+    idempotency: tuple[str, bytes] | None = None,
+) -> dict[str, Any]:
     """Store a new configuration and record it as a ProgramConfigured event, atomically."""
     config = document.model_dump(mode="json")
     event_type, data = encode_event(ProgramConfigured(config=config))
@@ -53,27 +69,40 @@ async def configure_program(conn: asyncpg.Connection, program_id: UUID,
         version = await conn.fetchval(
             "UPDATE programs SET config = $2, name = $3, config_version = config_version + 1"
             " WHERE program_id = $1 RETURNING config_version",
-            program_id, config, document.name,
+            program_id,
+            config,
+            document.name,
         )
         await conn.execute(
             "INSERT INTO events (event_id, program_id, stream_id, version, type, data,"
             " occurred_at, recorded_at, actor, correlation_id)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
-            uuid4(), program_id, f"program-{program_id}", version, event_type, data, now,
-            actor, correlation_id,
+            uuid4(),
+            program_id,
+            f"program-{program_id}",
+            version,
+            event_type,
+            data,
+            now,
+            actor,
+            correlation_id,
         )
         body = {"program_id": str(program_id), "version": version, **config}
         if idempotency is not None:
             await conn.execute(
                 "INSERT INTO idempotency_keys (program_id, key, request_hash, status_code,"
                 " response) VALUES ($1, $2, $3, 200, $4)",
-                program_id, idempotency[0], idempotency[1], body,
+                program_id,
+                idempotency[0],
+                idempotency[1],
+                body,
             )
     return body
 
 
 async def read_program(conn: asyncpg.Connection, program_id: UUID) -> dict[str, Any]:
     row = await conn.fetchrow(
-        "SELECT config, config_version FROM programs WHERE program_id = $1", program_id)
+        "SELECT config, config_version FROM programs WHERE program_id = $1", program_id
+    )
     assert row is not None
     return {"program_id": str(program_id), "version": row["config_version"], **row["config"]}
