@@ -24,10 +24,15 @@ bench: install
 	$(UV) run --no-sync python bench/run.py
 	$(UV) run --no-sync python bench/backbone.py
 
+BUF := npx --yes @bufbuild/buf@1.75.0
+
 lint: install
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync ruff format --check .
 	$(UV) run --no-sync mypy
+	$(BUF) lint proto
+	$(BUF) breaking proto --against '.git#branch=main,subdir=proto'
+
 
 proto: install
 	$(UV) run --no-sync python scripts/gen_proto.py

@@ -38,20 +38,33 @@ async def _held_open_earn(database_url: str, program: Program, member: str) -> N
 
 
 async def _locked_earn(conn: asyncpg.Connection, program: Program, member: str) -> None:
-    loaded = await repository.load_member(conn, uuid.UUID(program.program_id),
-                                          member_id=uuid.UUID(member), for_update=True)
+    loaded = await repository.load_member(
+        conn, uuid.UUID(program.program_id), member_id=uuid.UUID(member), for_update=True
+    )
     assert loaded is not None and loaded.account is not None
     config = ProgramDocument.model_validate(loaded.config).to_domain()
     now = datetime.now(UTC)
     account = loaded.account
     account.earn_purchase(
-        Purchase(order_id=f"held-{uuid.uuid4().hex[:8]}", amount=Decimal(50),
-                 currency="NOK", occurred_at=now, channel="store"),
-        config, transaction_id=str(uuid.uuid4()), lot_id=str(uuid.uuid4()), now=now)
+        Purchase(
+            order_id=f"held-{uuid.uuid4().hex[:8]}",
+            amount=Decimal(50),
+            currency="NOK",
+            occurred_at=now,
+            channel="store",
+        ),
+        config,
+        transaction_id=str(uuid.uuid4()),
+        lot_id=str(uuid.uuid4()),
+        now=now,
+    )
     assert await repository.save_member(
-        conn, uuid.UUID(program.program_id), account,
+        conn,
+        uuid.UUID(program.program_id),
+        account,
         next_period_end=account.next_period_end(config),
-        meta=EventMeta(actor="test", correlation_id="held", recorded_at=now))
+        meta=EventMeta(actor="test", correlation_id="held", recorded_at=now),
+    )
 
 
 async def _store_ids(database_url: str) -> set[str]:
@@ -63,7 +76,8 @@ async def _store_ids(database_url: str) -> set[str]:
 
 
 def test_concurrent_writers_with_late_commits_reach_the_topic_in_order(
-        program: Program, database_url: str, relay: RelayProcess) -> None:
+    program: Program, database_url: str, relay: RelayProcess
+) -> None:
     with program.client() as api:
         members = [enrol(api) for _ in range(10)]
 
@@ -73,8 +87,9 @@ def test_concurrent_writers_with_late_commits_reach_the_topic_in_order(
             if (n * 15 + i) % 10 == 0:  # one write in ten is held open before it commits
                 await _held_open_earn(database_url, program, member)
             else:
-                response = await client.post(f"/v1/members/{member}/earn",
-                                             json=purchase("20"), headers=idem())
+                response = await client.post(
+                    f"/v1/members/{member}/earn", json=purchase("20"), headers=idem()
+                )
                 assert response.status_code == 201, response.text
 
     async def burst() -> None:
@@ -97,3 +112,7 @@ def test_concurrent_writers_with_late_commits_reach_the_topic_in_order(
         assert versions[member] == list(range(1, len(versions[member]) + 1))
     health = httpx.get(f"{relay.url}/healthz").json()
     assert health["broker"] == "up"
+    metrics = httpx.get(f"{relay.url}/metrics").text
+    assert "loyalty_relay_broker_up 1.0" in metrics
+    lag = [line for line in metrics.splitlines() if line.startswith("loyalty_relay_lag_events ")]
+    assert lag and float(lag[0].split()[1]) < len(stored)

@@ -145,3 +145,23 @@ async def blocked_keys(conn: asyncpg.Connection, group: str | None = None) -> li
         group,
     )
     return [BlockedKey(**dict(row)) for row in rows]
+
+
+async def forget(conn: asyncpg.Connection, group: str) -> tuple[int, int]:
+    """Clear a group's inbox and blocked keys, so that it applies every event again.
+
+    Returns (inbox rows, blocked keys) removed. The consuming service's own read models
+    are its to empty; this resets only what the consumer base keeps.
+    """
+    async with conn.transaction():
+        inbox = await conn.fetchval(
+            "WITH d AS (DELETE FROM consumer_inbox WHERE group_name = $1 RETURNING 1)"
+            " SELECT count(*) FROM d",
+            group,
+        )
+        blocked = await conn.fetchval(
+            "WITH d AS (DELETE FROM consumer_blocked_keys WHERE group_name = $1 RETURNING 1)"
+            " SELECT count(*) FROM d",
+            group,
+        )
+    return int(inbox), int(blocked)

@@ -10,6 +10,7 @@ the new ones by name once it commits.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,9 +59,12 @@ class RebuildReport:
 class _Rows:
     """Rows of folded accounts, copied into the ``__next`` tables in batches."""
 
-    def __init__(self, conn: asyncpg.Connection, configs: dict[UUID, ProgramConfig]) -> None:
-        self.conn, self.configs = conn, configs
+    def __init__(
+        self, writer: asyncpg.Connection, configs: dict[UUID, ProgramConfig], *, overlap: bool
+    ) -> None:
+        self.writer, self.configs, self.overlap = writer, configs, overlap
         self.rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in PROJECTION_TABLES}
+        self._copying: asyncio.Task[None] | None = None
 
     def add(self, program_id: UUID, account: MemberAccount) -> None:
         # asyncpg takes ids as text; building UUID objects here would only cost time.
@@ -120,10 +124,24 @@ class _Rows:
         self.rows["cards"].extend((program_id, token, member) for token in account.cards)
 
     async def flush(self) -> None:
-        for table, rows in self.rows.items():
+        """Copy the rows gathered so far. With ``overlap`` (a writer connection of its
+        own), the copy runs while the next rows are folded: PostgreSQL and Python then
+        work at once instead of taking turns."""
+        await self.drain()
+        batch, self.rows = self.rows, {t: [] for t in PROJECTION_TABLES}
+        self._copying = asyncio.create_task(self._copy(batch))
+        if not self.overlap:
+            await self.drain()
+
+    async def drain(self) -> None:
+        if self._copying is not None:
+            copying, self._copying = self._copying, None
+            await copying
+
+    async def _copy(self, batch: dict[str, list[tuple[Any, ...]]]) -> None:
+        for table, rows in batch.items():
             if rows:
-                await self.conn.copy_records_to_table(table + NEXT, records=rows)
-                rows.clear()
+                await self.writer.copy_records_to_table(table + NEXT, records=rows)
 
 
 async def _fold(
@@ -133,9 +151,11 @@ async def _fold(
     args: list[Any],
     progress: Callable[[int], None],
     batch: int = 2000,
+    writer: asyncpg.Connection | None = None,
 ) -> tuple[int, int]:
-    """Fold the member streams chosen by ``where`` into the ``__next`` tables."""
-    rows = _Rows(conn, configs)
+    """Fold the member streams chosen by ``where`` into the ``__next`` tables, copying
+    through ``writer`` (concurrently with the folding) when given."""
+    rows = _Rows(writer or conn, configs, overlap=writer is not None)
     current: MemberAccount | None = None
     program: UUID | None = None
     events = members = 0
@@ -163,6 +183,7 @@ async def _fold(
         rows.add(program, current)
         members += 1
     await rows.flush()
+    await rows.drain()
     return events, members
 
 
@@ -266,17 +287,23 @@ async def _check(conn: asyncpg.Connection) -> None:
 
 async def rebuild(
     conn: asyncpg.Connection,
+    writer: asyncpg.Connection,
     configs: dict[UUID, ProgramConfig],
     progress: Callable[[int], None] = lambda _: None,
 ) -> RebuildReport:
-    """Rebuild every projection from the events and swap it in; see the module doc."""
+    """Rebuild every projection from the events and swap it in; see the module doc.
+
+    ``writer``, a second connection, copies the bulk of the rows while ``conn`` reads.
+    """
     report = RebuildReport()
     for table in PROJECTION_TABLES:
         await conn.execute(f"DROP TABLE IF EXISTS {table}{NEXT}")
         await conn.execute(f"CREATE TABLE {table}{NEXT} (LIKE {table} INCLUDING DEFAULTS)")
     async with conn.transaction(isolation="repeatable_read"):
         since: str = await conn.fetchval("SELECT pg_current_snapshot()::text")
-        report.events, report.members = await _fold(conn, configs, "true", [], progress)
+        report.events, report.members = await _fold(
+            conn, configs, "true", [], progress, writer=writer
+        )
     for statement in await _index_statements(conn):
         await conn.execute(statement)
     for _ in range(3):  # catch up with writes made while building, outside any lock

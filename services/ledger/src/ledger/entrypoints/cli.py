@@ -90,8 +90,9 @@ def program_ensure_demo(
         try:
             if state_file.exists():
                 kept = json.loads(state_file.read_text())
-                if await conn.fetchval("SELECT 1 FROM programs WHERE program_id = $1",
-                                       UUID(kept["program_id"])):
+                if await conn.fetchval(
+                    "SELECT 1 FROM programs WHERE program_id = $1", UUID(kept["program_id"])
+                ):
                     return dict(kept)
             created = await create_program(conn, "Demo Club")
         finally:
@@ -112,27 +113,32 @@ def _rebuild_projections() -> None:
     migrate(dsn)
 
     async def run() -> None:
-        conn = await connect(dsn)
+        conn, writer = await connect(dsn), await connect(dsn)
         try:
             configs = {
                 r["program_id"]: ProgramDocument.model_validate(r["config"]).to_domain()
                 for r in await conn.fetch("SELECT program_id, config FROM programs")
             }
             total = await conn.fetchval(
-                "SELECT count(*) FROM events WHERE stream_id NOT LIKE 'program-%'")
+                "SELECT count(*) FROM events WHERE stream_id NOT LIKE 'program-%'"
+            )
             started = time.perf_counter()
             with Progress(transient=False) as bar:
                 task = bar.add_task("folding events", total=total)
-                report = await projections.rebuild(conn, configs,
-                                                   progress=lambda n: bar.advance(task, n))
+                report = await projections.rebuild(
+                    conn, writer, configs, progress=lambda n: bar.advance(task, n)
+                )
             seconds = time.perf_counter() - started
             typer.echo(
                 f"rebuilt {report.members} members from {report.events} events in"
                 f" {seconds:.1f}s ({report.events / max(seconds, 1e-9):.0f} events/s);"
                 f" {report.caught_up} streams caught up; rows that differed from the old"
-                f" read models: {report.differences}", err=True)
+                f" read models: {report.differences}",
+                err=True,
+            )
         finally:
             await conn.close()
+            await writer.close()
 
     asyncio.run(run())
 
@@ -157,8 +163,9 @@ def clock(as_of: Annotated[datetime | None, typer.Option(help="Default: now")] =
     settings = LedgerSettings()
     at = as_of or datetime.now(UTC)
     if at.tzinfo is None:
-        raise typer.BadParameter("give a time zone, e.g. 2026-01-01T00:00:00+00:00",
-                                 param_hint="--as-of")
+        raise typer.BadParameter(
+            "give a time zone, e.g. 2026-01-01T00:00:00+00:00", param_hint="--as-of"
+        )
     dsn = _dsn(settings)
     migrate(dsn)
 
@@ -173,8 +180,9 @@ def clock(as_of: Annotated[datetime | None, typer.Option(help="Default: now")] =
     try:
         result = asyncio.run(run())
     except AsOfInFutureError as exc:
-        raise typer.BadParameter("lies in the future (allowed only with LOYALTY_ENV=dev)",
-                                 param_hint="--as-of") from exc
+        raise typer.BadParameter(
+            "lies in the future (allowed only with LOYALTY_ENV=dev)", param_hint="--as-of"
+        ) from exc
     typer.echo(json.dumps(result, indent=2))
 
 
@@ -192,14 +200,21 @@ def relay() -> None:
         os.environ["DATABASE_URL"] = _dsn(settings)
         settings = LedgerSettings()
     migrate(settings.database_url or "")
-    uvicorn.run(create_relay_app(settings), host=settings.relay_host, port=settings.relay_port,
-                log_level="warning", access_log=False, loop="uvloop")
+    uvicorn.run(
+        create_relay_app(settings),
+        host=settings.relay_host,
+        port=settings.relay_port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+    )
 
 
 def _bootstrap(settings: LedgerSettings) -> str:
     if not settings.kafka_bootstrap_servers:
-        raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS (make run prints it)",
-                                 param_hint="KAFKA_BOOTSTRAP_SERVERS")
+        raise typer.BadParameter(
+            "set KAFKA_BOOTSTRAP_SERVERS (make run prints it)", param_hint="KAFKA_BOOTSTRAP_SERVERS"
+        )
     return settings.kafka_bootstrap_servers
 
 
@@ -209,8 +224,7 @@ def replay_publish(
     program: Annotated[UUID | None, typer.Option(help="Only this program's events")] = None,
     from_position: Annotated[int | None, typer.Option(min=1, help="First position")] = None,
     to_position: Annotated[int | None, typer.Option(min=1, help="Last position")] = None,
-    since: Annotated[datetime | None, typer.Option(help="Recorded at or after (with zone)")]
-        = None,
+    since: Annotated[datetime | None, typer.Option(help="Recorded at or after (with zone)")] = None,
     until: Annotated[datetime | None, typer.Option(help="Recorded before (with zone)")] = None,
 ) -> None:
     """Republish stored events to the ledger topic with the replay flag set."""
@@ -220,13 +234,20 @@ def replay_publish(
 
     for name, value in (("--since", since), ("--until", until)):
         if value is not None and value.tzinfo is None:
-            raise typer.BadParameter("give a time zone, e.g. 2026-01-01T00:00:00+00:00",
-                                     param_hint=name)
+            raise typer.BadParameter(
+                "give a time zone, e.g. 2026-01-01T00:00:00+00:00", param_hint=name
+            )
     settings = LedgerSettings()
     bootstrap = _bootstrap(settings)
     dsn = _dsn(settings)
-    selection = Selection(program_id=program, member_id=member, from_position=from_position,
-                          to_position=to_position, since=since, until=until)
+    selection = Selection(
+        program_id=program,
+        member_id=member,
+        from_position=from_position,
+        to_position=to_position,
+        since=since,
+        until=until,
+    )
 
     async def run() -> int:
         conn = await connect(dsn)
@@ -235,17 +256,57 @@ def replay_publish(
             with Progress(transient=False) as bar:
                 task = bar.add_task("republishing", total=total)
                 started = time.perf_counter()
-                sent = await publish(conn, selection, bootstrap=bootstrap,
-                                     topic=settings.ledger_topic,
-                                     partitions=settings.kafka_partitions,
-                                     replication_factor=settings.kafka_replication_factor,
-                                     progress=lambda n: bar.advance(task, n))
+                sent = await publish(
+                    conn,
+                    selection,
+                    bootstrap=bootstrap,
+                    topic=settings.ledger_topic,
+                    partitions=settings.kafka_partitions,
+                    replication_factor=settings.kafka_replication_factor,
+                    progress=lambda n: bar.advance(task, n),
+                )
             seconds = time.perf_counter() - started
-            typer.echo(f"republished {sent} events to {settings.ledger_topic} in {seconds:.1f}s"
-                       f" ({sent / max(seconds, 1e-9):.0f} events/s)", err=True)
+            typer.echo(
+                f"republished {sent} events to {settings.ledger_topic} in {seconds:.1f}s"
+                f" ({sent / max(seconds, 1e-9):.0f} events/s)",
+                err=True,
+            )
             return sent
         finally:
             await conn.close()
+
+    asyncio.run(run())
+
+
+@replay_app.command("consumer")
+def replay_consumer(
+    group: Annotated[str, typer.Argument(help="The consumer group to rebuild")],
+    database_url: Annotated[
+        str, typer.Option(envvar="CONSUMER_DATABASE_URL", help="The consuming service's database")
+    ],
+    topic: Annotated[str | None, typer.Option(help="Default: LEDGER_TOPIC")] = None,
+    keep_offsets: Annotated[
+        bool, typer.Option(help="Only clear the inbox; then rebuild with `loyalty replay publish`")
+    ] = False,
+) -> None:
+    """Make a (stopped) consumer group apply every event again: clear its inbox and
+    blocked keys and, unless --keep-offsets, rewind it to the start of the topic."""
+    from loyalty_common.consumer.inbox import forget
+    from loyalty_common.consumer.reset import rewind
+
+    settings = LedgerSettings()
+    target = topic or settings.ledger_topic
+
+    async def run() -> None:
+        conn = await connect(database_url)
+        try:
+            inbox, blocked = await forget(conn, group)
+        finally:
+            await conn.close()
+        typer.echo(f"{group}: forgot {inbox} processed events and {blocked} blocked keys", err=True)
+        if not keep_offsets:
+            offsets = await rewind(_bootstrap(settings), group, target)
+            typer.echo(f"{group}: rewound {target} to {offsets}", err=True)
 
     asyncio.run(run())
 
@@ -267,17 +328,19 @@ def events_tail(
 
     async def run() -> None:
         consumer = AIOKafkaConsumer(
-            settings.ledger_topic, bootstrap_servers=bootstrap, group_id=None,
+            settings.ledger_topic,
+            bootstrap_servers=bootstrap,
+            group_id=None,
             enable_auto_commit=False,
-            auto_offset_reset="earliest" if from_beginning else "latest")
+            auto_offset_reset="earliest" if from_beginning else "latest",
+        )
         await consumer.start()
         printed = 0
         try:
             async for message in consumer:
                 if member is not None and message.key != member.encode():
                     continue
-                envelope = MessageToDict(decode(message.value),
-                                         preserving_proto_field_name=True)
+                envelope = MessageToDict(decode(message.value), preserving_proto_field_name=True)
                 typer.echo(json.dumps(envelope, ensure_ascii=False))
                 printed += 1
                 if count is not None and printed >= count:
@@ -302,9 +365,17 @@ def serve() -> None:
         # the workers find it through the environment.
         os.environ["DATABASE_URL"] = _dsn(settings)
     migrate(os.environ.get("DATABASE_URL") or settings.database_url or "")
-    uvicorn.run("ledger.entrypoints.api:create_app", factory=True, workers=settings.workers,
-                host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                loop="uvloop", http="httptools")
+    uvicorn.run(
+        "ledger.entrypoints.api:create_app",
+        factory=True,
+        workers=settings.workers,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
 
 
 if __name__ == "__main__":

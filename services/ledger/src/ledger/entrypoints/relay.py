@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from loyalty_common.db import create_pool
 from loyalty_common.logs import configure_logging
 from loyalty_common.problems import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from ledger.adapters.relay import Relay
 from ledger.config import LedgerSettings
@@ -24,11 +25,16 @@ def create_relay_app(settings: LedgerSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_pool(settings.database_url or "", min_size=2, max_size=4)
-        relay = Relay(pool, bootstrap=bootstrap, topic=settings.ledger_topic,
-                      partitions=settings.kafka_partitions,
-                      replication_factor=settings.kafka_replication_factor,
-                      batch_size=settings.relay_batch_size,
-                      idempotence=settings.kafka_idempotence, name=settings.relay_name)
+        relay = Relay(
+            pool,
+            bootstrap=bootstrap,
+            topic=settings.ledger_topic,
+            partitions=settings.kafka_partitions,
+            replication_factor=settings.kafka_replication_factor,
+            batch_size=settings.relay_batch_size,
+            idempotence=settings.kafka_idempotence,
+            name=settings.relay_name,
+        )
         app.state.relay = relay
         stop = asyncio.Event()
         task = asyncio.create_task(relay.run(stop))
@@ -39,16 +45,53 @@ def create_relay_app(settings: LedgerSettings) -> FastAPI:
             await task
             await pool.close()
 
-    app = FastAPI(title="Loyalty ledger relay", lifespan=lifespan,
-                  default_response_class=JSONResponse,
-                  telemetry={"tracing": False, "metrics": False, "logs": False})
+    app = FastAPI(
+        title="Loyalty ledger relay",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+
+    registry = CollectorRegistry()
+    lag_events = Gauge(
+        "loyalty_relay_lag_events",
+        "Committed events not yet acknowledged by the broker",
+        registry=registry,
+    )
+    lag_seconds = Gauge(
+        "loyalty_relay_lag_seconds",
+        "Age of the oldest event not yet acknowledged by the broker",
+        registry=registry,
+    )
+    published = Gauge(
+        "loyalty_relay_published_events", "Events published since start", registry=registry
+    )
+    broker_up = Gauge(
+        "loyalty_relay_broker_up", "1 while the broker acknowledges", registry=registry
+    )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        relay: Relay = app.state.relay
+        lag = await relay.lag()
+        lag_events.set(lag.events)
+        lag_seconds.set(lag.seconds)
+        published.set(relay.published)
+        broker_up.set(1 if relay.broker_up else 0)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         relay: Relay = app.state.relay
         lag = await relay.lag()
-        return JSONResponse({"status": "ok", "broker": "up" if relay.broker_up else "down",
-                             "published": relay.published, "lag_events": lag.events,
-                             "lag_seconds": round(lag.seconds, 3)})
+        return JSONResponse(
+            {
+                "status": "ok",
+                "broker": "up" if relay.broker_up else "down",
+                "published": relay.published,
+                "lag_events": lag.events,
+                "lag_seconds": round(lag.seconds, 3),
+            }
+        )
 
     return app
