@@ -103,6 +103,7 @@ def main() -> None:
     ledger_port = env.setdefault("LEDGER_PORT", "8000")
     ledger_url = f"http://127.0.0.1:{ledger_port}"
     relay_port = env.setdefault("RELAY_PORT", "8010")
+    topic = env.get("LEDGER_TOPIC", "loyalty.ledger.events.v1")
     relay_url = f"http://127.0.0.1:{relay_port}"
     services = [
         Service("ledger", [loyalty, "serve"], f"{ledger_url}/healthz"),
@@ -155,7 +156,7 @@ Loyalty stack is running (Ctrl-C stops everything).
 
   ledger API   {ledger_url}        OpenAPI: {ledger_url}/docs
   relay        {relay_url}/healthz   (lag of the event store behind Kafka)
-  Kafka        {env["KAFKA_BOOTSTRAP_SERVERS"]}   topic loyalty.ledger.events.v1
+  Kafka        {env["KAFKA_BOOTSTRAP_SERVERS"]}   topic {topic}
                  ({"embedded, memory-only" if broker else "KAFKA_BOOTSTRAP_SERVERS"})
   database     {"embedded, data in " + str(data_dir / "pg") if database else "DATABASE_URL"}
   logs         {logs}

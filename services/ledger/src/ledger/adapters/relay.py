@@ -65,7 +65,7 @@ class Relay:
         self.batch_size, self.idempotence, self.name = batch_size, idempotence, name
         self.idle_seconds = idle_seconds
         self.published = 0
-        self.broker_up = False
+        self.broker_up: bool | None = None  # None: not tried yet
         self._cursor: tuple[str, int] | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -178,7 +178,7 @@ class Relay:
         return self._producer
 
     async def _fail(self, exc: BaseException) -> None:
-        if self.broker_up:
+        if self.broker_up is not False:  # log the change, not every retry
             log.warning("broker_unavailable", error=repr(exc))
         self.broker_up = False
         await self._close_producer()

@@ -61,6 +61,7 @@ async def publish(
     topic: str,
     partitions: int,
     replication_factor: int,
+    idempotence: bool,
     progress: Callable[[int], None],
     batch: int = 2000,
 ) -> int:
@@ -69,7 +70,9 @@ async def publish(
     await ensure_topic(
         bootstrap, topic, partitions=partitions, replication_factor=replication_factor
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=0, enable_idempotence=idempotence
+    )
     await producer.start()
     sent = 0
     try:

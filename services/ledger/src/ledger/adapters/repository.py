@@ -94,6 +94,12 @@ class StaleTransactionError(Exception):
     """This transaction's id is older than its stream's last write: restart it."""
 
 
+async def ensure_stream_order(conn: asyncpg.Connection, stream_id: str) -> None:
+    """Call after locking a stream's row, before appending to the stream."""
+    if not await conn.fetchval(STREAM_ORDER_SQL, stream_id):
+        raise StaleTransactionError(stream_id)
+
+
 SAVE_SQL = """
 WITH m AS (
     INSERT INTO members AS cur (member_id, program_id, external_id, version, enrolled_at,
@@ -208,8 +214,7 @@ async def load_member(
     """Everything a member command needs, in one round trip. None: no such program."""
     if for_update and member_id is not None:
         await conn.execute(LOCK_SQL, member_id)
-        if not await conn.fetchval(STREAM_ORDER_SQL, str(member_id)):
-            raise StaleTransactionError(str(member_id))
+        await ensure_stream_order(conn, str(member_id))
     row = await conn.fetchrow(
         LOAD_SQL,
         program_id,

@@ -263,6 +263,7 @@ def replay_publish(
                     topic=settings.ledger_topic,
                     partitions=settings.kafka_partitions,
                     replication_factor=settings.kafka_replication_factor,
+                    idempotence=settings.kafka_idempotence,
                     progress=lambda n: bar.advance(task, n),
                 )
             seconds = time.perf_counter() - started

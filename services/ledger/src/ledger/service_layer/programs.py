@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from ledger.adapters.codec import encode_event
+from ledger.adapters.repository import StaleTransactionError, ensure_stream_order
 from ledger.domain.events import ProgramConfigured
 from ledger.service_layer.auth import SCOPES, create_key
 from ledger.service_layer.program_document import ProgramDocument, default_document
@@ -64,14 +65,47 @@ async def configure_program(
     """Store a new configuration and record it as a ProgramConfigured event, atomically."""
     config = document.model_dump(mode="json")
     event_type, data = encode_event(ProgramConfigured(config=config))
+    for _ in range(5):
+        try:
+            return await _configure(
+                conn,
+                program_id,
+                config,
+                document.name,
+                event_type,
+                data,
+                actor=actor,
+                correlation_id=correlation_id,
+                idempotency=idempotency,
+            )
+        except StaleTransactionError:
+            continue  # the transaction waited behind a newer one: again, with a fresh id
+    raise RuntimeError("the program's configuration is being changed by many requests")
+
+
+async def _configure(
+    conn: asyncpg.Connection,
+    program_id: UUID,
+    config: dict[str, Any],
+    name: str,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    actor: str,
+    correlation_id: str,
+    idempotency: tuple[str, bytes] | None,
+) -> dict[str, Any]:
+    stream = f"program-{program_id}"
     now = datetime.now(UTC)
     async with conn.transaction():
+        await conn.execute("SELECT 1 FROM programs WHERE program_id = $1 FOR UPDATE", program_id)
+        await ensure_stream_order(conn, stream)
         version = await conn.fetchval(
             "UPDATE programs SET config = $2, name = $3, config_version = config_version + 1"
             " WHERE program_id = $1 RETURNING config_version",
             program_id,
             config,
-            document.name,
+            name,
         )
         await conn.execute(
             "INSERT INTO events (event_id, program_id, stream_id, version, type, data,"
@@ -79,7 +113,7 @@ async def configure_program(
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
             uuid4(),
             program_id,
-            f"program-{program_id}",
+            stream,
             version,
             event_type,
             data,
