@@ -14,6 +14,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from loyalty_common.consumer import INBOX_DDL, EventConsumer, Message
 from loyalty_common.db import create_pool
+from prometheus_client import REGISTRY
 
 LOYALTY = shutil.which("loyalty", path=str(Path(sys.executable).parent))
 
@@ -42,10 +43,18 @@ async def _consume_until(dsn: str, bootstrap: str, topic: str, group: str, rows:
             seen = await pool.fetchval(
                 "SELECT count(*) FROM replay_consumer_seen WHERE grp = $1", group
             )
-            if seen >= rows:
+            lags = [
+                sample.value
+                for metric in REGISTRY.collect()
+                if metric.name == "loyalty_consumer_lag_messages"
+                for sample in metric.samples
+                if sample.labels["group"] == group
+            ]
+            # Done when every row is in and every offset committed (the gauge says 0).
+            if seen >= rows and lags and set(lags) == {0.0}:
                 return int(seen)
             await asyncio.sleep(0.1)
-        return int(seen)
+        raise AssertionError(f"{group}: {seen} of {rows} applied, lag {lags}")
     finally:
         await consumer.stop()
         await task

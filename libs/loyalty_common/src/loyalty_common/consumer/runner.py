@@ -34,6 +34,7 @@ from aiokafka.client import ConnectionGroup
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 from aiokafka.protocol.group import LeaveGroupRequest
 from aiokafka.structs import TopicPartition
+from prometheus_client import Gauge
 
 from loyalty_common.consumer import inbox
 from loyalty_common.consumer.policy import (
@@ -46,6 +47,13 @@ from loyalty_common.consumer.policy import (
     held_back_headers,
 )
 from loyalty_common.kafka import ensure_topic
+
+# In the process's default registry, which the services export at /metrics.
+CONSUMER_LAG = Gauge(
+    "loyalty_consumer_lag_messages",
+    "Messages of a partition not yet settled by a consumer group",
+    ["group", "topic", "partition"],
+)
 
 log = structlog.get_logger("consumer")
 
@@ -300,6 +308,7 @@ class EventConsumer:
             committed = self._committed.get(tp)
             if highwater is not None and committed is not None:
                 lags[tp] = max(0, highwater - committed)
+                CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(lags[tp])
         return lags
 
     async def _seed_committed(self) -> None:
@@ -374,6 +383,7 @@ class EventConsumer:
         )
         if await self._settle(message, missing, bound):
             await self._commit(tp, message.offset + 1, bound)
+            self.lag()  # keeps the exported gauge current
         else:
             bound.info("message_left_uncommitted")
 
