@@ -7,6 +7,8 @@ One run on a fresh embedded PostgreSQL (or TEST_DATABASE_URL's server):
    (aim: at least 20,000 events/second on 1,000,000 events).
 3. `loyalty relay`, the real process, against the embedded broker: events/second from
    the event store to broker acknowledgement, until its lag is zero.
+4. The consumer base (EventConsumer) with a no-op handler over --consumer-messages
+   messages: messages/second, each with its inbox row, transaction and offset commit.
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+from aiokafka import AIOKafkaProducer
 from ledger.adapters.codec import encode_event
 from ledger.domain.account import MemberAccount, Purchase
 from ledger.domain.events import MemberEnrolled, occurred_at
 from ledger.entrypoints.cli import migrate
 from ledger.service_layer.program_document import ProgramDocument
 from ledger.service_layer.programs import create_program
-from loyalty_common.db import connect
-from loyalty_common.kafka import EmbeddedKafka
+from loyalty_common.consumer import INBOX_DDL, EventConsumer, Message
+from loyalty_common.db import connect, create_pool
+from loyalty_common.kafka import EmbeddedKafka, ensure_topic
 from loyalty_common.ports import free_port
 from loyalty_common.testing import fresh_database
 
@@ -174,11 +178,64 @@ def relay(dsn: str, total: int, workdir: Path) -> tuple[int, float]:
         broker.stop()
 
 
+async def consume(dsn: str, bootstrap: str, count: int) -> tuple[int, float]:
+    topic, group = f"bench-{uuid.uuid4().hex[:8]}", "bench-noop"
+    await ensure_topic(bootstrap, topic, partitions=3, replication_factor=1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        pending = [
+            await producer.send(
+                topic,
+                key=f"m{i % 500}".encode(),
+                value=b"x",
+                headers=[("event_id", str(uuid.uuid4()).encode())],
+            )
+            for i in range(count)
+        ]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    conn = await connect(dsn)
+    await conn.execute(INBOX_DDL)
+    await conn.close()
+    pool = await create_pool(dsn, min_size=1, max_size=2)
+    done = asyncio.Event()
+    handled = 0
+    started = 0.0
+
+    async def noop(conn: object, message: Message) -> None:
+        nonlocal handled, started
+        if handled == 0:
+            started = time.perf_counter()
+        handled += 1
+        if handled >= count:
+            done.set()
+
+    consumer = EventConsumer(
+        pool=pool,
+        handler=noop,
+        topics=[topic],
+        group=group,
+        bootstrap=bootstrap,
+        consumer_options={"session_timeout_ms": 2000},
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.wait_for(done.wait(), timeout=600)
+        return handled, time.perf_counter() - started
+    finally:
+        await consumer.stop()
+        await task
+        await pool.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--consumer-messages", type=int, default=20_000)
     args = parser.parse_args()
     print("# loyalty ledger benchmark: event backbone")
     with fresh_database() as dsn, tempfile.TemporaryDirectory() as tmp:
@@ -198,6 +255,16 @@ def main() -> None:
         print(
             f"loyalty relay: {published:,} events to broker acknowledgement in"
             f" {relay_seconds:.1f}s = {published / relay_seconds:,.0f} events/s"
+        )
+        broker = EmbeddedKafka(free_port(), Path(tmp) / "consumer-broker.log")
+        try:
+            handled, seconds = asyncio.run(consume(dsn, broker.bootstrap, args.consumer_messages))
+        finally:
+            broker.stop()
+        print(
+            f"consumer base, no-op handler: {handled:,} messages in {seconds:.1f}s ="
+            f" {handled / seconds:,.0f} messages/s (one at a time: inbox row, transaction and"
+            " offset commit each)"
         )
 
 
