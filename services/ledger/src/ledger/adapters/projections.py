@@ -23,6 +23,7 @@ from ledger.domain.account import MemberAccount
 from ledger.domain.program import ProgramConfig
 
 PROJECTION_TABLES = ("members", "lots", "transactions", "cards")
+REBUILD_LOCK = 0x72656275696C64  # an advisory lock id: one rebuild at a time
 NEXT = "__next"
 
 # Each table read back in a stable order, for comparing one build with another.
@@ -295,6 +296,20 @@ async def rebuild(
 
     ``writer``, a second connection, copies the bulk of the rows while ``conn`` reads.
     """
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", REBUILD_LOCK):
+        raise RuntimeError("another rebuild is running; nothing was changed")
+    try:
+        return await _rebuild(conn, writer, configs, progress)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", REBUILD_LOCK)
+
+
+async def _rebuild(
+    conn: asyncpg.Connection,
+    writer: asyncpg.Connection,
+    configs: dict[UUID, ProgramConfig],
+    progress: Callable[[int], None],
+) -> RebuildReport:
     report = RebuildReport()
     for table in PROJECTION_TABLES:
         await conn.execute(f"DROP TABLE IF EXISTS {table}{NEXT}")

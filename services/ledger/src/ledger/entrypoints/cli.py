@@ -297,6 +297,7 @@ def replay_consumer(
 
     settings = LedgerSettings()
     target = topic or settings.ledger_topic
+    bootstrap = None if keep_offsets else _bootstrap(settings)  # refuse before changing anything
 
     async def run() -> None:
         conn = await connect(database_url)
@@ -305,8 +306,8 @@ def replay_consumer(
         finally:
             await conn.close()
         typer.echo(f"{group}: forgot {inbox} processed events and {blocked} blocked keys", err=True)
-        if not keep_offsets:
-            offsets = await rewind(_bootstrap(settings), group, target)
+        if bootstrap is not None:
+            offsets = await rewind(bootstrap, group, target)
             typer.echo(f"{group}: rewound {target} to {offsets}", err=True)
 
     asyncio.run(run())

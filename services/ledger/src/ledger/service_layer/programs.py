@@ -13,6 +13,7 @@ from ledger.adapters.codec import encode_event
 from ledger.adapters.repository import StaleTransactionError, ensure_stream_order
 from ledger.domain.events import ProgramConfigured
 from ledger.service_layer.auth import SCOPES, create_key
+from ledger.service_layer.errors import ContentionError
 from ledger.service_layer.program_document import ProgramDocument, default_document
 
 
@@ -80,7 +81,7 @@ async def configure_program(
             )
         except StaleTransactionError:
             continue  # the transaction waited behind a newer one: again, with a fresh id
-    raise RuntimeError("the program's configuration is being changed by many requests")
+    raise ContentionError("the program's configuration is being changed by many requests")
 
 
 async def _configure(
