@@ -92,25 +92,13 @@ def test_rebuild_gives_identical_read_models(program: Program, database_url: str
         order = earn(api, member, "10")
         again = api.post(
             f"/v1/members/{member}/earn",
-            json={
-                "order_id": "o-dup",
-                "amount": "10",
-                "currency": "NOK",
-                "occurred_at": "2026-11-01T12:00:00Z",
-                "channel": "store",
-            },
+            json=purchase("10", order_id="o-dup"),
             headers=idem(),
         )
         assert again.status_code == 201
         duplicate = api.post(
             f"/v1/members/{member}/earn",
-            json={
-                "order_id": "o-dup",
-                "amount": "10",
-                "currency": "NOK",
-                "occurred_at": "2026-11-01T12:00:00Z",
-                "channel": "store",
-            },
+            json=purchase("10", order_id="o-dup"),
             headers=idem(),
         )
         assert duplicate.status_code == 409 and duplicate.json()["code"] == "duplicate_order"

@@ -6,6 +6,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from functools import cache
 from typing import Any
+from uuid import UUID
 
 from pydantic import TypeAdapter
 
@@ -44,6 +45,27 @@ def profile_of(account: MemberAccount) -> dict[str, Any]:
         "consents": account.consents,
         "referred_by": account.referred_by,
     }
+
+
+def member_row(
+    account: MemberAccount, program_id: UUID, next_period_end: datetime
+) -> tuple[Any, ...]:
+    """The ``members`` projection row of an account, in the table's column order."""
+    return (
+        account.member_id,
+        program_id,
+        account.external_id,
+        account.version,
+        account.enrolled_at,
+        profile_of(account),
+        account.available,
+        account.pending,
+        account.debt,
+        account.lifetime_earned,
+        account.qualifying,
+        account.periods_closed_until,
+        next_period_end,
+    )
 
 
 def lot_from_row(row: dict[str, Any]) -> Lot:

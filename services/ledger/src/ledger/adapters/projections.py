@@ -18,7 +18,7 @@ from uuid import UUID
 
 import asyncpg
 
-from ledger.adapters.codec import decode_event, profile_of
+from ledger.adapters.codec import decode_event, member_row
 from ledger.domain.account import MemberAccount
 from ledger.domain.program import ProgramConfig
 
@@ -71,21 +71,7 @@ class _Rows:
         # asyncpg takes ids as text; building UUID objects here would only cost time.
         member = account.member_id
         self.rows["members"].append(
-            (
-                member,
-                program_id,
-                account.external_id,
-                account.version,
-                account.enrolled_at,
-                profile_of(account),
-                account.available,
-                account.pending,
-                account.debt,
-                account.lifetime_earned,
-                account.qualifying,
-                account.periods_closed_until,
-                account.next_period_end(self.configs[program_id]),
-            )
+            member_row(account, program_id, account.next_period_end(self.configs[program_id]))
         )
         self.rows["lots"].extend(
             (
