@@ -34,13 +34,6 @@ SNAPSHOT_SQL = {
     "cards": "SELECT * FROM cards ORDER BY program_id, card_token",
 }
 
-MEMBER_KEY = {
-    "members": "member_id",
-    "lots": "member_id",
-    "transactions": "member_id",
-    "cards": "member_id",
-}
-
 
 async def snapshot(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
     return {
@@ -242,9 +235,7 @@ async def _refold(
 ) -> None:
     members = [UUID(s) for s in streams]
     for table in PROJECTION_TABLES:
-        await conn.execute(
-            f"DELETE FROM {table}{NEXT} WHERE {MEMBER_KEY[table]} = ANY($1)", members
-        )
+        await conn.execute(f"DELETE FROM {table}{NEXT} WHERE member_id = ANY($1)", members)
     await _fold(conn, configs, "stream_id = ANY($1)", [streams], lambda _: None)
 
 
