@@ -36,13 +36,11 @@ from ledger.domain.events import (
     RedemptionReversed,
 )
 from ledger.domain.program import (
-    LifetimeKind,
-    PointLifetime,
     ProgramConfig,
-    QualificationKind,
     ReturnPolicy,
     Rounding,
 )
+from loyalty_common.calendar import LifetimeKind, PointLifetime, QualificationKind
 
 LIFETIMES = [
     PointLifetime(LifetimeKind.ROLLING_MONTHS, months=24),

@@ -10,13 +10,11 @@ from typing import Any
 from ledger.domain.account import MemberAccount, Purchase
 from ledger.domain.events import MemberEnrolled
 from ledger.domain.program import (
-    LifetimeKind,
-    PointLifetime,
     ProgramConfig,
-    QualificationKind,
     ReturnPolicy,
     Rounding,
 )
+from loyalty_common.calendar import LifetimeKind, PointLifetime, QualificationKind
 
 OSLO = "Europe/Oslo"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from ledger.domain.account import MemberAccount
-from ledger.domain.calendar import add_months, expiry_for, period_containing
 from ledger.domain.events import (
     Event,
     PendingPointsActivated,
@@ -13,10 +12,15 @@ from ledger.domain.events import (
     QualificationPeriodEnded,
 )
 from ledger.domain.program import (
+    ReturnPolicy,
+)
+from loyalty_common.calendar import (
     LifetimeKind,
     PointLifetime,
     QualificationKind,
-    ReturnPolicy,
+    add_months,
+    expiry_for,
+    period_containing,
 )
 
 from tests.unit.support import OSLO, bonus, config, earn, enrol, remaining, utc

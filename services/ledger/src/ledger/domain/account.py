@@ -15,13 +15,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from ledger.domain.calendar import (
+from loyalty_common.calendar import (
     expiry_for,
     local_date_iso,
     month_key,
     months_between,
     period_containing,
 )
+
 from ledger.domain.errors import (
     InsufficientPointsError,
     InvalidRequestError,

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
+from loyalty_common.calendar import PointLifetime, QualificationKind
+
 
 class Rounding(StrEnum):
     DOWN = "down"
@@ -21,33 +23,15 @@ class Rounding(StrEnum):
         return int(value.to_integral_value(rounding=mode))
 
 
-class LifetimeKind(StrEnum):
-    ROLLING_MONTHS = "rolling_months"
-    END_OF_YEAR = "end_of_year"
-
-
 class ReturnPolicy(StrEnum):
     ONLY_PENDING = "only_pending"
     WITHIN_BALANCE = "within_balance"
     DEBT = "debt"
 
 
-class QualificationKind(StrEnum):
-    CALENDAR_YEAR = "calendar_year"
-    ROLLING_12_MONTHS = "rolling_12_months"
-    ANNIVERSARY = "anniversary"
-
-
 class DowngradePolicy(StrEnum):
     ONE_DOWN = "one_down"
     RECOMPUTE = "recompute"
-
-
-@dataclass(frozen=True)
-class PointLifetime:
-    kind: LifetimeKind
-    months: int | None = None
-    years: int | None = None
 
 
 @dataclass(frozen=True)

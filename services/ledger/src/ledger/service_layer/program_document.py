@@ -6,14 +6,12 @@ from decimal import Decimal
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from loyalty_common.calendar import LifetimeKind, PointLifetime, QualificationKind
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ledger.domain.program import (
     DowngradePolicy,
-    LifetimeKind,
-    PointLifetime,
     ProgramConfig,
-    QualificationKind,
     ReturnPolicy,
     Rounding,
     Tier,

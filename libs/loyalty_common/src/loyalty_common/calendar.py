@@ -1,5 +1,7 @@
 """Calendar arithmetic in a program's time zone: lifetimes and qualification periods.
 
+Shared by the ledger (which closes periods) and the rules service (which keeps tiers).
+
 Qualifying points are kept in monthly buckets (``YYYY-MM`` in the program's time
 zone) so that every period kind can be summed from them: a calendar year is its
 twelve months, a rolling period the trailing twelve, and an anniversary period the
@@ -9,10 +11,28 @@ that month, as airline programmes count them).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from ledger.domain.program import LifetimeKind, PointLifetime, QualificationKind
+
+class LifetimeKind(StrEnum):
+    ROLLING_MONTHS = "rolling_months"
+    END_OF_YEAR = "end_of_year"
+
+
+class QualificationKind(StrEnum):
+    CALENDAR_YEAR = "calendar_year"
+    ROLLING_12_MONTHS = "rolling_12_months"
+    ANNIVERSARY = "anniversary"
+
+
+@dataclass(frozen=True)
+class PointLifetime:
+    kind: LifetimeKind
+    months: int | None = None
+    years: int | None = None
 
 
 def _local(at: datetime, tz: str) -> datetime:
