@@ -50,6 +50,18 @@ class TierDocument(_Strict):
     earn_multiplier: Decimal = Field(default=Decimal(1), gt=0, le=100, decimal_places=4)
 
 
+class TierPolicyDocument(_Strict):
+    """How the rules service keeps tiers; the ledger only validates and publishes it."""
+
+    # Days a missed re-qualification leaves the tier in place after the period ends.
+    grace_days: int = Field(default=0, ge=0, le=365)
+    # TierProgress goes out once the points still needed are at most this share of
+    # the next tier's threshold.
+    progress_share: Decimal = Field(default=Decimal("0.1"), ge=0, le=1, decimal_places=4)
+    # TierDowngradeWarning goes out this many days before a period ends unmet.
+    downgrade_warning_days: int = Field(default=30, ge=0, le=365)
+
+
 class ProgramDocument(_Strict):
     name: str = Field(min_length=1, max_length=200)
     default_locale: str = Field(default="en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
@@ -62,6 +74,7 @@ class ProgramDocument(_Strict):
     qualification_period: QualificationPeriodDocument
     tiers: list[TierDocument] = Field(default_factory=list, max_length=20)
     downgrade_policy: Literal["one_down", "recompute"] = "one_down"
+    tier_policy: TierPolicyDocument = Field(default_factory=TierPolicyDocument)
 
     @field_validator("time_zone")
     @classmethod

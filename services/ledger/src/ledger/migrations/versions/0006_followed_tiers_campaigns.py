@@ -1,0 +1,18 @@
+"""What the ledger keeps from the rules service's topics: member tiers, bonus campaigns.
+
+Revision ID: 0006
+Revises: 0005
+"""
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
