@@ -61,6 +61,33 @@ def test_rebuild_gives_identical_read_models(program: Program, database_url: str
             api.post(f"/v1/members/{member}/cards", json={"card_token": token}, headers=idem())
             first = earn(api, member, "700")
             earn(api, member, "300")
+            coupon = api.post(
+                f"/v1/members/{member}/coupons",
+                json={
+                    "kind": "percent",
+                    "value": "10",
+                    "points_cost": 5,
+                    "valid_from": "2026-01-01T00:00:00Z",
+                    "valid_until": "2099-01-01T00:00:00Z",
+                },
+                headers=idem(),
+            ).json()
+            api.post(
+                f"/v1/coupons/{coupon['code']}/redeem",
+                json={"order_id": "o-c", "order_amount": "99.90", "currency": "NOK"},
+                headers=idem(),
+            )
+            api.post(
+                f"/v1/members/{member}/coupons",
+                json={
+                    "kind": "amount",
+                    "value": "50",
+                    "currency": "NOK",
+                    "valid_from": "2026-01-01T00:00:00Z",
+                    "valid_until": "2099-01-01T00:00:00Z",
+                },
+                headers=idem(),
+            )
             redeemed = api.post(
                 f"/v1/members/{member}/redeem", json={"points": 850}, headers=idem()
             ).json()
@@ -77,11 +104,12 @@ def test_rebuild_gives_identical_read_models(program: Program, database_url: str
         api.post("/v1/ops/clock", params={"as_of": "2029-02-01T00:00:00Z"}, headers=idem())
     before = asyncio.run(_snapshot(database_url))
     indexes_before = asyncio.run(_indexes(database_url))
-    assert before["members"] and before["lots"] and before["transactions"] and before["cards"]
+    assert all(before[table] for table in ("members", "lots", "transactions", "cards"))
+    assert len(before["coupons"]) == 6 and sum(1 for c in before["coupons"] if c[12]) == 3
     result = _rebuild(database_url)
     assert (
         "differed from the old read models: {'members': 0, 'lots': 0, 'transactions': 0,"
-        " 'cards': 0}" in result
+        " 'cards': 0, 'coupons': 0}" in result
     )
     after = asyncio.run(_snapshot(database_url))
     for table in before:
@@ -134,7 +162,8 @@ def test_rebuild_while_writers_write_loses_nothing(program: Program, database_ur
     statuses, _ = asyncio.run(scenario())
     assert statuses and set(statuses) == {201}
     # A second rebuild, with nobody writing, finds nothing to correct.
-    assert "{'members': 0, 'lots': 0, 'transactions': 0, 'cards': 0}" in _rebuild(database_url)
+    unchanged = "{'members': 0, 'lots': 0, 'transactions': 0, 'cards': 0, 'coupons': 0}"
+    assert unchanged in _rebuild(database_url)
     with program.client() as api:
         for member in members:
             balance = api.get(f"/v1/members/{member}/balance").json()

@@ -15,7 +15,7 @@ from decimal import Decimal
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from ledger.domain.account import MemberAccount, Purchase
+from ledger.domain.account import EarnBonus, MemberAccount, Purchase
 from ledger.domain.errors import (
     InsufficientPointsError,
     InvalidRequestError,
@@ -155,11 +155,14 @@ class AccountMachine(RuleBasedStateMachine):
             transaction_id=tx,
             lot_id=f"lot-{tx}",
             now=self.now,
-            multiplier=multiplier,
+            bonuses=(EarnBonus("tier", "Gold", multiplier),),
         )
         self._check_earned(event, debt)
-        assert event.qualifying_points == self.config.rounding.apply(amount)
-        assert event.points == self.config.rounding.apply(amount * multiplier)
+        rounding = self.config.rounding
+        assert event.qualifying_points == rounding.apply(amount)
+        assert event.points == max(
+            0, rounding.apply(amount) + rounding.apply(amount * (multiplier - 1))
+        )
         assert sum(line.points for line in event.breakdown) == event.points
         self.originals[tx] = Original("earn", event.points, amount)
 

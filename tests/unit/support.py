@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from ledger.domain.account import MemberAccount, Purchase
-from ledger.domain.events import MemberEnrolled
+from ledger.domain.account import EarnBonus, MemberAccount, Purchase
+from ledger.domain.events import MemberEnrolled, OrderLine
 from ledger.domain.program import (
     ProgramConfig,
     ReturnPolicy,
@@ -46,14 +46,23 @@ def enrol(at: datetime = utc(2024, 1, 10, 12), member_id: str = "m-1") -> Member
 
 
 def purchase(
-    amount: str | int, at: datetime, order_id: str = "o-1", currency: str = "NOK"
+    amount: str | int,
+    at: datetime,
+    order_id: str = "o-1",
+    currency: str = "NOK",
+    *,
+    channel: str = "store",
+    store_id: str | None = None,
+    lines: tuple[OrderLine, ...] = (),
 ) -> Purchase:
     return Purchase(
         order_id=order_id,
         amount=Decimal(amount),
         currency=currency,
         occurred_at=at,
-        channel="store",
+        channel=channel,
+        store_id=store_id,
+        lines=lines,
     )
 
 
@@ -73,7 +82,7 @@ def earn(
         transaction_id=tx,
         lot_id=f"lot-{tx}",
         now=now or at,
-        multiplier=multiplier,
+        bonuses=(EarnBonus("tier", "Gold", multiplier),) if multiplier != 1 else (),
     )
 
 

@@ -6,14 +6,21 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from ledger.domain.account import MemberAccount
+from ledger.domain.account import EarnBonus, MemberAccount
+from ledger.domain.benefits import BonusCampaign, earn_bonuses
 from ledger.domain.errors import (
     InsufficientPointsError,
     InvalidRequestError,
     UnsupportedCurrencyError,
 )
-from ledger.domain.events import BreakdownLine, EarnReversed, PendingPointsActivated, PointsEarned
-from ledger.domain.program import ProgramConfig, ReturnPolicy, Rounding
+from ledger.domain.events import (
+    BreakdownLine,
+    EarnReversed,
+    OrderLine,
+    PendingPointsActivated,
+    PointsEarned,
+)
+from ledger.domain.program import ProgramConfig, ReturnPolicy, Rounding, Tier
 
 from tests.unit.support import bonus, config, earn, enrol, purchase, remaining, utc
 
@@ -64,28 +71,70 @@ def test_breakdown_explains_the_base_points() -> None:
 def test_multiplier_adds_a_breakdown_line_and_does_not_qualify() -> None:
     account = enrol()
     event = earn(account, config(), "99.50", AT, "t1", multiplier=Decimal(2))
-    assert event.points == 199
+    assert event.points == 198
     assert event.qualifying_points == 99
     assert [(line.rule, line.points) for line in event.breakdown] == [
         ("base", 99),
-        ("multiplier", 100),
+        ("tier", 99),
     ]
-    assert event.breakdown[1].detail == "x 2"
-    assert account.available == 199
+    assert event.breakdown[1].detail == "Gold x 2"
+    assert account.available == 198
     assert account.qualifying == {"2024-03": 99}
 
 
-def test_multiplier_rounds_the_product_not_the_base() -> None:
+def test_each_bonus_rounds_its_share_of_the_unrounded_base() -> None:
     account = enrol()
     event = earn(
         account, config(rounding=Rounding.NEAREST), "99.50", AT, "t1", multiplier=Decimal("1.5")
     )
-    # 99.50 x 1.5 = 149.25 -> 149, base 99.50 -> 100
-    assert event.points == 149
+    # base 99.50 -> 100; bonus 99.50 x 0.5 = 49.75 -> 50
+    assert event.points == 150
     assert [(line.rule, line.points) for line in event.breakdown] == [
         ("base", 100),
-        ("multiplier", 49),
+        ("tier", 50),
     ]
+
+
+def test_campaign_bonuses_stack_and_may_be_limited_to_categories() -> None:
+    account = enrol()
+    lines = (
+        OrderLine("dog-food-12kg", 1, Decimal("600"), "dog_food"),
+        OrderLine("leash", 1, Decimal("400"), "accessories"),
+    )
+    event = account.earn_purchase(
+        purchase("1000", AT, lines=lines),
+        config(),
+        transaction_id="t1",
+        lot_id="l1",
+        now=AT,
+        bonuses=(
+            EarnBonus("tier", "Silver", Decimal("1.25")),
+            EarnBonus("campaign", "Dog food week", Decimal(3), frozenset({"dog_food"})),
+            EarnBonus("campaign", "Cat week", Decimal(2), frozenset({"cat_food"})),
+        ),
+    )
+    assert [(line.rule, line.points, line.detail) for line in event.breakdown[1:]] == [
+        ("tier", 250, "Silver x 1.25"),
+        ("campaign", 1200, "Dog food week x 3"),
+    ]
+    assert (event.points, event.qualifying_points) == (2450, 1000)
+
+
+def test_earn_bonuses_pick_the_tier_and_the_matching_campaigns() -> None:
+    ladder = (
+        Tier("Bronze", 0),
+        Tier("Silver", 5000, earn_multiplier=Decimal("1.25")),
+    )
+    store = purchase("100", AT, channel="store", store_id="oslo-1")
+    weekend = BonusCampaign("Weekend", Decimal(2), channels=frozenset({"store"}))
+    online = BonusCampaign("Online", Decimal(2), channels=frozenset({"online"}))
+    gold_only = BonusCampaign("Gold", Decimal(3), tiers=frozenset({"Gold"}))
+    bergen = BonusCampaign("Bergen", Decimal(2), store_ids=frozenset({"bergen-1"}))
+    bonuses = earn_bonuses(store, ladder, "Silver", [weekend, online, gold_only, bergen])
+    assert [(b.rule, b.name) for b in bonuses] == [("tier", "Silver"), ("campaign", "Weekend")]
+    # Not placed yet: the entry tier (multiplier 1, no line); an unknown tier: none.
+    assert earn_bonuses(store, ladder, None, []) == ()
+    assert earn_bonuses(store, ladder, "Platinum", [gold_only]) == ()
 
 
 def test_unsupported_currency_is_refused_with_the_supported_list() -> None:

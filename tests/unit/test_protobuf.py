@@ -173,6 +173,39 @@ SAMPLES: list[Event] = [
     ev.QualificationPeriodEnded(
         period_start=at(2023, 12, 31, 23), period_end=at(2024, 12, 31, 23), qualifying_points=15499
     ),
+    ev.CouponIssued(
+        coupon_id="5b0c44f4-3c39-4b8f-9d0b-2f6f0e7e2a11",
+        code="K7QX3M9TZA",
+        kind="amount",
+        value=Decimal("100.50"),
+        points_cost=250,
+        valid_from=at(2024, 3, 1, 0),
+        valid_until=at(2024, 4, 1, 0),
+        issued_at=at(2024, 3, 1, 9, micro=7),
+        currency="NOK",
+        campaign_id="9e2f7c1a-6d0b-4b1e-8f7a-3c5d2e1f0a99",
+    ),
+    ev.CouponIssued(
+        coupon_id="6c1d55a5-4d4a-4c9a-8e1c-3a7a1f8f3b22",
+        code="PERCENT10X",
+        kind="percent",
+        value=Decimal("10"),
+        points_cost=0,
+        valid_from=at(2024, 3, 1, 0),
+        valid_until=at(2024, 4, 1, 0),
+        issued_at=at(2024, 3, 1, 9),
+    ),
+    ev.CouponRedeemed(
+        coupon_id="5b0c44f4-3c39-4b8f-9d0b-2f6f0e7e2a11",
+        redeemed_at=at(2024, 3, 15, 14),
+        order_id="web-1001",
+        order_amount=Decimal("800.00"),
+        currency="NOK",
+        transaction_id="7d2e66b6-5e5b-4dab-9f2d-4b8b2a9a4c33",
+    ),
+    ev.CouponRedeemed(
+        coupon_id="6c1d55a5-4d4a-4c9a-8e1c-3a7a1f8f3b22", redeemed_at=at(2024, 3, 16, 10)
+    ),
 ]
 
 

@@ -33,6 +33,15 @@ class LedgerSettings(BaseSettings):
     relay_port: int = Field(default=8010, alias="RELAY_PORT")
     relay_name: str = Field(default="ledger-events", min_length=1, alias="RELAY_NAME")
     relay_batch_size: int = Field(default=1000, ge=1, le=100_000, alias="RELAY_BATCH_SIZE")
+    # `loyalty follow`: what the ledger keeps from the rules service's topics.
+    follow_host: str = Field(default="127.0.0.1", alias="LEDGER_FOLLOW_HOST")
+    follow_port: int = Field(default=8011, alias="LEDGER_FOLLOW_PORT")
+    follow_group: str = Field(default="ledger-follow", min_length=1, alias="LEDGER_FOLLOW_GROUP")
+    tiers_topic: str = Field(default="loyalty.tiers.events.v1", alias="TIERS_TOPIC")
+    campaigns_topic: str = Field(default="loyalty.campaigns.events.v1", alias="CAMPAIGNS_TOPIC")
+    kafka_session_timeout_ms: int = Field(
+        default=10_000, ge=1000, alias="LEDGER_FOLLOW_SESSION_TIMEOUT_MS"
+    )
 
     @property
     def allow_future_as_of(self) -> bool:

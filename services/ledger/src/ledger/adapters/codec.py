@@ -10,7 +10,7 @@ from uuid import UUID
 
 from pydantic import TypeAdapter
 
-from ledger.domain.account import Lot, MemberAccount, Transaction
+from ledger.domain.account import Coupon, Lot, MemberAccount, Transaction
 from ledger.domain.events import EVENT_TYPES, Allocation, Event
 
 
@@ -129,6 +129,88 @@ def transaction_to_row(tx: Transaction) -> dict[str, Any]:
         "reversed_qualifying": tx.reversed_qualifying,
         "reversed_amount": str(tx.reversed_amount),
         "returned": tx.returned,
+    }
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return Decimal(str(value)) if value is not None else None
+
+
+def coupon_from_row(row: dict[str, Any]) -> Coupon:
+    return Coupon(
+        coupon_id=str(row["coupon_id"]),
+        code=row["code"],
+        kind=row["kind"],
+        value=Decimal(str(row["value"])),
+        points_cost=int(row["points_cost"]),
+        valid_from=_dt(row["valid_from"]),  # type: ignore[arg-type]
+        valid_until=_dt(row["valid_until"]),  # type: ignore[arg-type]
+        issued_at=_dt(row["issued_at"]),  # type: ignore[arg-type]
+        currency=row["currency"],
+        campaign_id=str(row["campaign_id"]) if row["campaign_id"] else None,
+        redeemed_at=_dt(row["redeemed_at"]),
+        order_id=row["order_id"],
+        order_amount=_decimal(row["order_amount"]),
+        order_currency=row["order_currency"],
+        transaction_id=str(row["transaction_id"]) if row["transaction_id"] else None,
+    )
+
+
+def coupon_columns(coupon: Coupon, program_id: Any, member_id: Any) -> tuple[Any, ...]:
+    """The ``coupons`` projection row of a coupon, in the table's column order."""
+    return (
+        coupon.coupon_id,
+        program_id,
+        member_id,
+        coupon.code,
+        coupon.kind,
+        coupon.value,
+        coupon.currency,
+        coupon.points_cost,
+        coupon.valid_from,
+        coupon.valid_until,
+        coupon.issued_at,
+        coupon.campaign_id,
+        coupon.redeemed_at,
+        coupon.order_id,
+        coupon.order_amount,
+        coupon.order_currency,
+        coupon.transaction_id,
+    )
+
+
+COUPON_COLUMNS = (
+    "coupon_id",
+    "program_id",
+    "member_id",
+    "code",
+    "kind",
+    "value",
+    "currency",
+    "points_cost",
+    "valid_from",
+    "valid_until",
+    "issued_at",
+    "campaign_id",
+    "redeemed_at",
+    "order_id",
+    "order_amount",
+    "order_currency",
+    "transaction_id",
+)
+
+
+def coupon_to_row(coupon: Coupon) -> dict[str, Any]:
+    """A coupon as JSON for the save statement (program and member come from the save)."""
+    values = dict(zip(COUPON_COLUMNS, coupon_columns(coupon, None, None), strict=True))
+    return {
+        key: value.isoformat()
+        if isinstance(value, datetime)
+        else str(value)
+        if isinstance(value, Decimal)
+        else value
+        for key, value in values.items()
+        if key not in ("program_id", "member_id")
     }
 
 

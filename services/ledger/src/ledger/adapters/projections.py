@@ -18,11 +18,11 @@ from uuid import UUID
 
 import asyncpg
 
-from ledger.adapters.codec import decode_event, member_row
+from ledger.adapters.codec import coupon_columns, decode_event, member_row
 from ledger.domain.account import MemberAccount
 from ledger.domain.program import ProgramConfig
 
-PROJECTION_TABLES = ("members", "lots", "transactions", "cards")
+PROJECTION_TABLES = ("members", "lots", "transactions", "cards", "coupons")
 REBUILD_LOCK = 0x72656275696C64  # an advisory lock id: one rebuild at a time
 NEXT = "__next"
 
@@ -32,6 +32,7 @@ SNAPSHOT_SQL = {
     "lots": "SELECT * FROM lots ORDER BY lot_id",
     "transactions": "SELECT * FROM transactions ORDER BY transaction_id",
     "cards": "SELECT * FROM cards ORDER BY program_id, card_token",
+    "coupons": "SELECT * FROM coupons ORDER BY coupon_id",
 }
 
 
@@ -102,6 +103,9 @@ class _Rows:
             for tx in account.transactions.values()
         )
         self.rows["cards"].extend((program_id, token, member) for token in account.cards)
+        self.rows["coupons"].extend(
+            coupon_columns(coupon, program_id, member) for coupon in account.coupons.values()
+        )
 
     async def flush(self) -> None:
         """Copy the rows gathered so far. With ``overlap`` (a writer connection of its

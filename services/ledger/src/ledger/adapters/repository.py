@@ -16,6 +16,8 @@ import asyncpg
 
 from ledger.adapters.codec import (
     account_from_row,
+    coupon_from_row,
+    coupon_to_row,
     decode_event,
     encode_event,
     lot_from_row,
@@ -32,7 +34,8 @@ WITH target AS (
     SELECT coalesce(
         $2::uuid,
         (SELECT member_id FROM cards WHERE program_id = $1 AND card_token = $3),
-        (SELECT member_id FROM transactions WHERE transaction_id = $4 AND program_id = $1)
+        (SELECT member_id FROM transactions WHERE transaction_id = $4 AND program_id = $1),
+        (SELECT member_id FROM coupons WHERE program_id = $1 AND code = $12)
     ) AS member_id
 )
 SELECT
@@ -71,7 +74,17 @@ SELECT
     (SELECT c.member_id FROM cards c WHERE c.program_id = $1 AND c.card_token = $10)
         AS card_owner,
     (SELECT e.member_id FROM members e WHERE e.program_id = $1 AND e.external_id = $11)
-        AS external_owner
+        AS external_owner,
+    (SELECT row_to_json(c) FROM coupons c
+      WHERE c.program_id = $1 AND c.code = $12 AND c.member_id = m.member_id) AS coupon,
+    -- What the rules service told the ledger (loyalty follow): the member's tier and the
+    -- bonus campaigns running at the purchase's time.
+    CASE WHEN $13::timestamptz IS NOT NULL THEN
+        (SELECT t.tier FROM member_tiers t WHERE t.member_id = m.member_id) END AS tier,
+    CASE WHEN $13::timestamptz IS NOT NULL THEN (
+        SELECT json_agg(b ORDER BY b.starts_at, b.campaign_id) FROM bonus_campaigns b
+         WHERE b.program_id = $1 AND b.starts_at <= $13 AND $13 < b.ends_at
+           AND b.cancelled_at IS NULL) END AS campaigns
 FROM programs p
 CROSS JOIN target
 LEFT JOIN members m ON m.member_id = target.member_id AND m.program_id = p.program_id
@@ -160,6 +173,22 @@ WITH m AS (
 ), idem AS (
     INSERT INTO idempotency_keys (program_id, key, request_hash, status_code, response)
     SELECT $2, $25, $26, $27, $28 FROM m WHERE $25::text IS NOT NULL
+), cp AS (
+    INSERT INTO coupons (coupon_id, program_id, member_id, code, kind, value, currency,
+                         points_cost, valid_from, valid_until, issued_at, campaign_id,
+                         redeemed_at, order_id, order_amount, order_currency, transaction_id)
+    SELECT x.coupon_id, $2, m.member_id, x.code, x.kind, x.value, x.currency, x.points_cost,
+           x.valid_from, x.valid_until, x.issued_at, x.campaign_id, x.redeemed_at,
+           x.order_id, x.order_amount, x.order_currency, x.transaction_id
+      FROM m, jsonb_to_recordset($29::jsonb)
+           AS x(coupon_id uuid, code text, kind text, value numeric, currency text,
+                points_cost bigint, valid_from timestamptz, valid_until timestamptz,
+                issued_at timestamptz, campaign_id uuid, redeemed_at timestamptz,
+                order_id text, order_amount numeric, order_currency text, transaction_id uuid)
+    ON CONFLICT (coupon_id) DO UPDATE SET
+        redeemed_at = EXCLUDED.redeemed_at, order_id = EXCLUDED.order_id,
+        order_amount = EXCLUDED.order_amount, order_currency = EXCLUDED.order_currency,
+        transaction_id = EXCLUDED.transaction_id
 )
 SELECT count(*) FROM m
 """
@@ -193,6 +222,8 @@ class Loaded:
     card_owner: str | None = None
     external_owner: str | None = None
     cards: list[str] = field(default_factory=list)
+    tier: str | None = None
+    campaigns: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def load_member(
@@ -209,6 +240,8 @@ async def load_member(
     load_cards: bool = False,
     link_card_token: str | None = None,
     external_id: str | None = None,
+    coupon_code: str | None = None,
+    purchase_at: datetime | None = None,
     for_update: bool = False,
 ) -> Loaded | None:
     """Everything a member command needs, in one round trip. None: no such program."""
@@ -228,6 +261,8 @@ async def load_member(
         load_cards,
         link_card_token,
         external_id,
+        coupon_code,
+        purchase_at,
     )
     if row is None:
         return None
@@ -244,6 +279,8 @@ async def load_member(
             load_cards=load_cards,
             link_card_token=link_card_token,
             external_id=external_id,
+            coupon_code=coupon_code,
+            purchase_at=purchase_at,
             for_update=True,
         )
     account = None
@@ -255,6 +292,9 @@ async def load_member(
             tx = transaction_from_row(row["tx"])
             account.transactions[tx.transaction_id] = tx
         account.cards = set(row["cards"] or ())
+        if row["coupon"] is not None:
+            coupon = coupon_from_row(row["coupon"])
+            account.coupons[coupon.coupon_id] = coupon
     return Loaded(
         config_version=row["config_version"],
         config=row["config"],
@@ -265,6 +305,8 @@ async def load_member(
         card_owner=str(row["card_owner"]) if row["card_owner"] else None,
         external_owner=str(row["external_owner"]) if row["external_owner"] else None,
         cards=list(row["cards"] or ()),
+        tier=row["tier"],
+        campaigns=list(row["campaigns"] or ()),
     )
 
 
@@ -310,6 +352,7 @@ async def save_member(
         idempotency.request_hash if idempotency else None,
         idempotency.status if idempotency else None,
         idempotency.response if idempotency else None,
+        [coupon_to_row(account.coupons[i]) for i in sorted(account.touched_coupons)],
     )
     return saved == 1
 

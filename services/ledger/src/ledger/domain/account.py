@@ -24,6 +24,8 @@ from loyalty_common.calendar import (
 )
 
 from ledger.domain.errors import (
+    CouponAlreadyRedeemedError,
+    CouponNotValidError,
     InsufficientPointsError,
     InvalidRequestError,
     NotReversibleError,
@@ -35,6 +37,8 @@ from ledger.domain.events import (
     BreakdownLine,
     CardLinked,
     CardUnlinked,
+    CouponIssued,
+    CouponRedeemed,
     EarnReversed,
     Event,
     MemberEnrolled,
@@ -80,6 +84,39 @@ class Transaction:
     reversed_qualifying: int = 0
     reversed_amount: Decimal = Decimal(0)
     returned: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Coupon:
+    coupon_id: str
+    code: str
+    kind: str  # amount, percent
+    value: Decimal
+    points_cost: int
+    valid_from: datetime
+    valid_until: datetime
+    issued_at: datetime
+    currency: str | None = None
+    campaign_id: str | None = None
+    redeemed_at: datetime | None = None
+    order_id: str | None = None
+    order_amount: Decimal | None = None
+    order_currency: str | None = None
+    transaction_id: str | None = None
+
+
+@dataclass(frozen=True)
+class EarnBonus:
+    """A multiplier on a purchase's points: the member's tier or a bonus campaign.
+
+    It adds ``(multiplier - 1) x`` the unrounded base of the purchase, or of its order
+    lines in ``categories`` when any are named, rounded by the program's rule.
+    """
+
+    rule: str  # tier, campaign
+    name: str
+    multiplier: Decimal
+    categories: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -128,9 +165,11 @@ class MemberAccount:
     cards: set[str] = field(default_factory=set)
     lots: dict[str, Lot] = field(default_factory=dict)
     transactions: dict[str, Transaction] = field(default_factory=dict)
+    coupons: dict[str, Coupon] = field(default_factory=dict)
     new_events: list[Event] = field(default_factory=list)
     touched_lots: set[str] = field(default_factory=set)
     touched_transactions: set[str] = field(default_factory=set)
+    touched_coupons: set[str] = field(default_factory=set)
 
     # -- construction ----------------------------------------------------------------
 
@@ -153,6 +192,7 @@ class MemberAccount:
             account.apply(event)
         account.touched_lots.clear()
         account.touched_transactions.clear()
+        account.touched_coupons.clear()
         return account
 
     def _record(self, event: Event) -> None:
@@ -177,9 +217,11 @@ class MemberAccount:
         transaction_id: str,
         lot_id: str,
         now: datetime,
-        multiplier: Decimal = Decimal(1),
+        bonuses: tuple[EarnBonus, ...] = (),
     ) -> PointsEarned:
-        """Points for a purchase. Reads no lots."""
+        """Points for a purchase, with a breakdown line per bonus. Reads no lots.
+
+        Only the base points qualify for tiers."""
         rate = config.earn_rates.get(purchase.currency)
         if rate is None:
             raise UnsupportedCurrencyError(
@@ -198,9 +240,20 @@ class MemberAccount:
             )
         ]
         points = base
-        if multiplier != 1:
-            points = config.rounding.apply(raw * multiplier)
-            breakdown.append(BreakdownLine("multiplier", points - base, f"x {multiplier}"))
+        for bonus in bonuses:
+            share = raw
+            if bonus.categories:
+                share = rate * sum(
+                    (line.amount for line in purchase.lines if line.category in bonus.categories),
+                    Decimal(0),
+                )
+            extra = config.rounding.apply(share * (bonus.multiplier - 1))
+            if extra:
+                breakdown.append(
+                    BreakdownLine(bonus.rule, extra, f"{bonus.name} x {bonus.multiplier}")
+                )
+                points += extra
+        points = max(points, 0)
         return self._earn(
             kind="purchase",
             points=points,
@@ -299,6 +352,83 @@ class MemberAccount:
             redeemed_at=now,
             reward=reward,
             order_id=order_id,
+        )
+        self._record(event)
+        return event
+
+    def issue_coupon(
+        self,
+        *,
+        coupon_id: str,
+        code: str,
+        kind: str,
+        value: Decimal,
+        points_cost: int,
+        valid_from: datetime,
+        valid_until: datetime,
+        now: datetime,
+        currency: str | None = None,
+        campaign_id: str | None = None,
+    ) -> CouponIssued:
+        if valid_until <= valid_from:
+            raise InvalidRequestError("valid_until must lie after valid_from", field="valid_until")
+        if kind == "amount" and currency is None:
+            raise InvalidRequestError("an amount coupon needs a currency", field="currency")
+        if kind == "percent" and not 0 < value <= 100:
+            raise InvalidRequestError("a percentage lies in (0, 100]", field="value")
+        event = CouponIssued(
+            coupon_id=coupon_id,
+            code=code,
+            kind=kind,
+            value=value,
+            points_cost=points_cost,
+            valid_from=valid_from,
+            valid_until=valid_until,
+            issued_at=now,
+            currency=currency,
+            campaign_id=campaign_id,
+        )
+        self._record(event)
+        return event
+
+    def redeem_coupon(
+        self,
+        coupon_id: str,
+        *,
+        now: datetime,
+        transaction_id: str,
+        order_id: str | None = None,
+        order_amount: Decimal | None = None,
+        currency: str | None = None,
+    ) -> CouponRedeemed:
+        """Use a coupon, paying its points cost. Reads all available lots if it has one."""
+        coupon = self.coupons[coupon_id]
+        if coupon.redeemed_at is not None:
+            raise CouponAlreadyRedeemedError(
+                "the coupon has been used", redeemed_at=coupon.redeemed_at.isoformat()
+            )
+        if not coupon.valid_from <= now < coupon.valid_until:
+            raise CouponNotValidError(
+                "the coupon cannot be used now",
+                valid_from=coupon.valid_from.isoformat(),
+                valid_until=coupon.valid_until.isoformat(),
+            )
+        paid = None
+        if coupon.points_cost:
+            paid = self.redeem(
+                coupon.points_cost,
+                transaction_id=transaction_id,
+                now=now,
+                reward=f"coupon {coupon.code}",
+                order_id=order_id,
+            ).transaction_id
+        event = CouponRedeemed(
+            coupon_id=coupon_id,
+            redeemed_at=now,
+            order_id=order_id,
+            order_amount=order_amount,
+            currency=currency,
+            transaction_id=paid,
         )
         self._record(event)
         return event
@@ -686,6 +816,26 @@ class MemberAccount:
                 self.touched_lots.add(lot.lot_id)
             case QualificationPeriodEnded():
                 self.periods_closed_until = event.period_end
+            case CouponIssued():
+                self.coupons[event.coupon_id] = Coupon(
+                    event.coupon_id,
+                    event.code,
+                    event.kind,
+                    event.value,
+                    event.points_cost,
+                    event.valid_from,
+                    event.valid_until,
+                    event.issued_at,
+                    event.currency,
+                    event.campaign_id,
+                )
+                self.touched_coupons.add(event.coupon_id)
+            case CouponRedeemed():
+                coupon = self.coupons[event.coupon_id]
+                coupon.redeemed_at, coupon.order_id = event.redeemed_at, event.order_id
+                coupon.order_amount, coupon.order_currency = event.order_amount, event.currency
+                coupon.transaction_id = event.transaction_id
+                self.touched_coupons.add(event.coupon_id)
             case _:
                 raise TypeError(f"not a member event: {type(event).__name__}")
 

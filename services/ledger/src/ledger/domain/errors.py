@@ -44,3 +44,11 @@ class CardAlreadyLinkedError(LedgerError):
 class CardNotLinkedError(LedgerError):
     code = "card_not_linked"
     status = 404
+
+
+class CouponAlreadyRedeemedError(LedgerError):
+    code = "coupon_already_redeemed"
+
+
+class CouponNotValidError(LedgerError):
+    code = "coupon_not_valid"

@@ -164,6 +164,34 @@ class QualificationPeriodEnded(Event):
     qualifying_points: int
 
 
+@dataclass(frozen=True)
+class CouponIssued(Event):
+    """A coupon given to the member: an amount off (in ``currency``) or a percentage."""
+
+    coupon_id: str
+    code: str
+    kind: str
+    value: Decimal
+    points_cost: int
+    valid_from: datetime
+    valid_until: datetime
+    issued_at: datetime
+    currency: str | None = None
+    campaign_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CouponRedeemed(Event):
+    """A coupon used at the till; its points cost, if any, is a PointsRedeemed beside it."""
+
+    coupon_id: str
+    redeemed_at: datetime
+    order_id: str | None = None
+    order_amount: Decimal | None = None
+    currency: str | None = None
+    transaction_id: str | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -179,6 +207,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RedemptionReversed,
         PointsExpired,
         QualificationPeriodEnded,
+        CouponIssued,
+        CouponRedeemed,
     )
 }
 
@@ -194,6 +224,7 @@ def occurred_at(event: Event) -> datetime | None:
         "expired_at",
         "period_end",
         "enrolled_at",
+        "issued_at",
     ):
         value = getattr(event, name, None)
         if isinstance(value, datetime):

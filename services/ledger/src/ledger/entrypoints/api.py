@@ -37,6 +37,8 @@ from ledger.domain.events import OrderLine
 from ledger.entrypoints.schemas import (
     AdjustRequest,
     CardRequest,
+    CouponRedeemRequest,
+    CouponRequest,
     EarnRequest,
     EnrolRequest,
     RedeemRequest,
@@ -165,16 +167,30 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 
 
 async def _authenticate(
-    request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str
+    request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str | None
 ) -> ApiKey:
+    """The caller's key, scoped to one program (``scope`` None: any scope will do)."""
     if credentials is None:
         raise ProblemError(401, "unauthorized", "an API key is required (Bearer)")
     keys: KeyRing = request.app.state.keys
     key = await keys.authenticate(credentials.credentials)
     if key is None:
         raise ProblemError(401, "unauthorized", "unknown or revoked API key")
-    if scope not in key.scopes:
+    if scope is not None and scope not in key.scopes:
         raise ProblemError(403, "forbidden", f"the API key lacks the {scope} scope")
+    if key.program_id is None:
+        # A service key acts for the program the request names (ADR 0009).
+        named = request.headers.get("X-Loyalty-Program")
+        try:
+            program_id = UUID(named or "")
+        except ValueError:
+            raise ProblemError(
+                400,
+                "program_required",
+                "a service key names the program in the X-Loyalty-Program header",
+                field="X-Loyalty-Program",
+            ) from None
+        key = ApiKey(key.key_id, program_id, key.scopes)
     return key
 
 
@@ -205,14 +221,22 @@ class Caller:
     idempotency_key: str | None = None
     request_hash: bytes | None = None
 
+    causation_id: str | None = None
+
+    @property
+    def program_id(self) -> UUID:
+        assert self.key.program_id is not None  # _authenticate resolved it
+        return self.key.program_id
+
     def context(self, reason: str | None = None) -> RequestContext:
         return RequestContext(
-            program_id=self.key.program_id,
+            program_id=self.program_id,
             actor=self.key.key_id,
             correlation_id=self.correlation_id,
             idempotency_key=self.idempotency_key,
             request_hash=self.request_hash,
             reason=reason,
+            causation_id=self.causation_id,
         )
 
 
@@ -220,6 +244,10 @@ IdempotencyKey = Annotated[
     str, Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
 ]
 CorrelationId = Annotated[str | None, Header(alias="X-Correlation-Id", max_length=100)]
+CausationId = Annotated[
+    str | None,
+    Header(alias="X-Causation-Id", max_length=100, description="the event that caused the write"),
+]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
@@ -244,6 +272,7 @@ def writer(scope: str) -> Callable[..., Awaitable[Caller]]:
         credentials: Credentials,
         idempotency_key: IdempotencyKey,
         correlation_id: CorrelationId = None,
+        causation_id: CausationId = None,
     ) -> Caller:
         return Caller(
             await _authenticate(request, credentials, scope),
@@ -251,6 +280,7 @@ def writer(scope: str) -> Callable[..., Awaitable[Caller]]:
             correlation_id or str(uuid4()),
             idempotency_key,
             await _request_hash(request),
+            causation_id or None,
         )
 
     return dependency
@@ -306,10 +336,18 @@ def _routes(app: FastAPI) -> None:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/v1/keys/self", tags=["program"])
+    async def key_self(request: Request, credentials: Credentials) -> JSONResponse:
+        """The calling key: its id, program and scopes (other services check keys here)."""
+        key = await _authenticate(request, credentials, None)
+        return JSONResponse(
+            {"key_id": key.key_id, "program_id": str(key.program_id), "scopes": sorted(key.scopes)}
+        )
+
     @app.get("/v1/program", tags=["program"])
     async def get_program(caller: AdminReader) -> JSONResponse:
         async with caller.ledger.pool.acquire() as conn:
-            return JSONResponse(await read_program(conn, caller.key.program_id))
+            return JSONResponse(await read_program(conn, caller.program_id))
 
     @app.put("/v1/program", tags=["program"])
     async def put_program(document: ProgramDocument, caller: AdminWriter) -> JSONResponse:
@@ -319,7 +357,7 @@ def _routes(app: FastAPI) -> None:
                 stored = await conn.fetchrow(
                     "SELECT encode(request_hash, 'hex') AS hash, status_code, response"
                     " FROM idempotency_keys WHERE program_id = $1 AND key = $2",
-                    caller.key.program_id,
+                    caller.program_id,
                     caller.idempotency_key,
                 )
                 if stored is not None:
@@ -334,7 +372,7 @@ def _routes(app: FastAPI) -> None:
                     return JSONResponse(
                         await configure_program(
                             conn,
-                            caller.key.program_id,
+                            caller.program_id,
                             document,
                             actor=caller.key.key_id,
                             correlation_id=caller.correlation_id,
@@ -357,7 +395,7 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/v1/members/{member_id}", tags=["members"])
     async def get_member(member_id: UUID, caller: PointsReader) -> JSONResponse:
-        return JSONResponse(await caller.ledger.member(caller.key.program_id, member_id))
+        return JSONResponse(await caller.ledger.member(caller.program_id, member_id))
 
     @app.post("/v1/members/{member_id}/cards", status_code=201, tags=["members"])
     async def link_card(member_id: UUID, body: CardRequest, caller: MembersWriter) -> JSONResponse:
@@ -422,7 +460,7 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/v1/transactions/{transaction_id}", tags=["points"])
     async def get_transaction(transaction_id: UUID, caller: PointsReader) -> JSONResponse:
-        return JSONResponse(await caller.ledger.transaction(caller.key.program_id, transaction_id))
+        return JSONResponse(await caller.ledger.transaction(caller.program_id, transaction_id))
 
     @app.post("/v1/members/{member_id}/adjust", status_code=201, tags=["ops"])
     async def adjust(member_id: UUID, body: AdjustRequest, caller: OpsWriter) -> JSONResponse:
@@ -430,11 +468,39 @@ def _routes(app: FastAPI) -> None:
             await caller.ledger.adjust(caller.context(body.reason), member_id, points=body.points)
         )
 
+    @app.post("/v1/members/{member_id}/coupons", status_code=201, tags=["coupons"])
+    async def issue_coupon(member_id: UUID, body: CouponRequest, caller: OpsWriter) -> JSONResponse:
+        spec = body.model_dump(exclude={"campaign_id", "reason"})
+        spec["campaign_id"] = str(body.campaign_id) if body.campaign_id else None
+        spec["value"] = Decimal(body.value)
+        return _respond(
+            await caller.ledger.issue_coupon(caller.context(body.reason), member_id, spec)
+        )
+
+    @app.get("/v1/members/{member_id}/coupons", tags=["coupons"])
+    async def member_coupons(member_id: UUID, caller: PointsReader) -> JSONResponse:
+        return JSONResponse(await caller.ledger.coupons(caller.program_id, member_id))
+
+    @app.post("/v1/coupons/{code}/redeem", tags=["coupons"])
+    async def redeem_coupon(
+        code: str, caller: PointsWriter, body: CouponRedeemRequest | None = None
+    ) -> JSONResponse:
+        body = body or CouponRedeemRequest()
+        return _respond(
+            await caller.ledger.redeem_coupon(
+                caller.context(f"coupon {code}"),
+                code,
+                order_id=body.order_id,
+                order_amount=Decimal(body.order_amount) if body.order_amount else None,
+                currency=body.currency,
+            )
+        )
+
     @app.get("/v1/members/{member_id}/balance", tags=["points"])
     async def balance(
         member_id: UUID, caller: PointsReader, as_of: AwareDatetime | None = None
     ) -> JSONResponse:
-        return JSONResponse(await caller.ledger.balance(caller.key.program_id, member_id, as_of))
+        return JSONResponse(await caller.ledger.balance(caller.program_id, member_id, as_of))
 
     @app.get("/v1/members/{member_id}/events", tags=["events"])
     async def member_events(
@@ -442,7 +508,7 @@ def _routes(app: FastAPI) -> None:
     ) -> JSONResponse:
         return JSONResponse(
             await caller.ledger.member_events(
-                caller.key.program_id, member_id, after=cursor, limit=limit
+                caller.program_id, member_id, after=cursor, limit=limit
             )
         )
 
@@ -450,9 +516,7 @@ def _routes(app: FastAPI) -> None:
     async def feed(
         caller: OpsReader, cursor: FeedCursor = None, limit: Limit = 100
     ) -> JSONResponse:
-        return JSONResponse(
-            await caller.ledger.feed(caller.key.program_id, cursor=cursor, limit=limit)
-        )
+        return JSONResponse(await caller.ledger.feed(caller.program_id, cursor=cursor, limit=limit))
 
     @app.post("/v1/ops/clock", tags=["ops"])
     async def clock(caller: OpsReader, as_of: AwareDatetime | None = None) -> JSONResponse:
@@ -461,7 +525,7 @@ def _routes(app: FastAPI) -> None:
         return JSONResponse(
             await caller.ledger.run_clock(
                 at,
-                caller.key.program_id,
+                caller.program_id,
                 actor=caller.key.key_id,
                 correlation_id=caller.correlation_id,
             )

@@ -20,6 +20,7 @@ from loyalty_common.embedded import resolve_database_url
 
 from ledger.adapters import projections
 from ledger.config import LedgerSettings
+from ledger.service_layer.auth import SCOPES, create_key
 from ledger.service_layer.errors import AsOfInFutureError
 from ledger.service_layer.ledger import Ledger
 from ledger.service_layer.program_document import ProgramDocument
@@ -36,6 +37,10 @@ replay_app = typer.Typer(help="Replay events: to Kafka, into read models.", no_a
 events_app = typer.Typer(help="The ledger's events on Kafka.", no_args_is_help=True)
 app.add_typer(replay_app, name="replay")
 app.add_typer(events_app, name="events")
+service_key_app = typer.Typer(
+    help="Keys for other services, acting for any program.", no_args_is_help=True
+)
+app.add_typer(service_key_app, name="service-key")
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -208,6 +213,63 @@ def relay() -> None:
         access_log=False,
         loop="uvloop",
     )
+
+
+@app.command("follow")
+def follow() -> None:
+    """Keep the rules service's tiers and bonus campaigns for earns to apply
+    (KAFKA_BOOTSTRAP_SERVERS, TIERS_TOPIC, CAMPAIGNS_TOPIC, LEDGER_FOLLOW_PORT)."""
+    import os
+
+    import uvicorn
+
+    from ledger.entrypoints.follow import create_follow_app
+
+    settings = LedgerSettings()
+    if settings.database_url is None:
+        os.environ["DATABASE_URL"] = _dsn(settings)
+        settings = LedgerSettings()
+    migrate(settings.database_url or "")
+    uvicorn.run(
+        create_follow_app(settings),
+        host=settings.follow_host,
+        port=settings.follow_port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+    )
+
+
+@service_key_app.command("create")
+def service_key_create(
+    name: Annotated[str, typer.Argument(help="Who uses the key, e.g. rules")],
+    scope: Annotated[
+        list[str], typer.Option(help=f"A scope to grant (repeatable): {', '.join(SCOPES)}")
+    ],
+) -> None:
+    """Create a service key: it acts for any program named in X-Loyalty-Program.
+
+    Prints {"key_id", "key", "scopes"} as JSON; the key is shown only once."""
+    unknown = sorted(set(scope) - set(SCOPES))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown scope {', '.join(unknown)}; known: {', '.join(SCOPES)}", param_hint="--scope"
+        )
+    if not name.strip():
+        raise typer.BadParameter("must not be blank", param_hint="NAME")
+    dsn = _dsn(LedgerSettings())
+    migrate(dsn)
+    scopes = tuple(sorted(set(scope)))
+
+    async def run() -> str:
+        conn = await connect(dsn)
+        try:
+            return await create_key(conn, None, f"service:{name.strip()}", scopes)
+        finally:
+            await conn.close()
+
+    key = asyncio.run(run())
+    typer.echo(json.dumps({"key_id": key.split("_")[1], "key": key, "scopes": list(scopes)}))
 
 
 def _bootstrap(settings: LedgerSettings) -> str:

@@ -147,3 +147,40 @@ class ReverseRequest(_Body):
 class AdjustRequest(_Body):
     points: Annotated[int, Field(ge=-MAX_POINTS, le=MAX_POINTS)]
     reason: Text
+
+
+class CouponRequest(_Body):
+    """A coupon for a member: an amount off (with its currency) or a percentage."""
+
+    kind: Literal["amount", "percent"]
+    value: Amount
+    currency: Currency | None = None
+    points_cost: Annotated[int, Field(ge=0, le=MAX_POINTS)] = 0
+    valid_from: AwareDatetime
+    valid_until: AwareDatetime
+    campaign_id: UUID | None = None
+    reason: Text | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CouponRequest:
+        if self.valid_until <= self.valid_from:
+            raise ValueError("valid_until must lie after valid_from")
+        if self.kind == "amount" and self.currency is None:
+            raise ValueError("an amount coupon needs a currency")
+        if self.kind == "percent" and Decimal(self.value) > 100:
+            raise ValueError("a percentage is at most 100")
+        return self
+
+
+class CouponRedeemRequest(_Body):
+    """The order a coupon is used on; its amount counts as the campaign's revenue."""
+
+    order_id: Identifier | None = None
+    order_amount: Amount | None = None
+    currency: Currency | None = None
+
+    @model_validator(mode="after")
+    def _currency_with_amount(self) -> CouponRedeemRequest:
+        if self.order_amount is not None and self.currency is None:
+            raise ValueError("an order_amount needs its currency")
+        return self

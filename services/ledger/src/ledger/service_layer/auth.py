@@ -16,8 +16,11 @@ _CACHE_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class ApiKey:
+    """A program's key, or a service key (``program_id`` None) that acts for any program
+    named in the request's X-Loyalty-Program header."""
+
     key_id: str
-    program_id: UUID
+    program_id: UUID | None
     scopes: frozenset[str]
 
 
@@ -33,7 +36,7 @@ def new_key() -> tuple[str, str]:
 
 
 async def create_key(
-    conn: asyncpg.Connection, program_id: UUID, name: str, scopes: tuple[str, ...]
+    conn: asyncpg.Connection, program_id: UUID | None, name: str, scopes: tuple[str, ...]
 ) -> str:
     key_id, key = new_key()
     await conn.execute(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,9 +21,10 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from ledger.adapters import repository
-from ledger.adapters.codec import profile_of
+from ledger.adapters.codec import coupon_from_row, profile_of
 from ledger.adapters.repository import EventMeta, IdempotencyRecord, Loaded
-from ledger.domain.account import Balance, MemberAccount, Purchase
+from ledger.domain.account import Balance, Coupon, MemberAccount, Purchase
+from ledger.domain.benefits import BonusCampaign, earn_bonuses
 from ledger.domain.errors import CardAlreadyLinkedError, CardNotLinkedError
 from ledger.domain.events import EarnReversed, MemberEnrolled
 from ledger.domain.program import ProgramConfig
@@ -43,6 +45,8 @@ _CLOCK_CONCURRENCY = 4
 _FUTURE_TOLERANCE = timedelta(seconds=5)
 
 Outcome = tuple[int, dict[str, Any]]
+# Coupon codes: no 0/O, 1/I/L or U, so that they survive being read out at a till.
+_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
 Decide = Callable[[MemberAccount, ProgramConfig, Loaded, datetime], dict[str, Any]]
 
 
@@ -147,7 +151,9 @@ class Ledger:
             raise CardAlreadyLinkedError("the card is linked to another member")
         # Otherwise a twin won: the retry loads its idempotency record (or, for an
         # enrolment, finds the external_id taken) and answers accordingly.
+        # (A coupon code taken by another coupon is retried with a fresh code.)
         if constraint not in (
+            "coupons_code_unique",
             "idempotency_keys_pkey",
             "members_pkey",
             "members_program_id_external_id_key",
@@ -182,6 +188,8 @@ class Ledger:
         if enrol is not None:
             account = enrol(loaded, now)
         elif loaded.account is None:
+            if load.get("coupon_code") is not None:
+                raise NotFoundError("coupon_not_found", "no such coupon in this program")
             if load.get("transaction_id") is not None:
                 raise NotFoundError("transaction_not_found", "no such transaction in this program")
             raise NotFoundError("member_not_found", "no such member in this program")
@@ -283,13 +291,26 @@ class Ledger:
         def decide(
             account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
         ) -> dict[str, Any]:
+            bonuses = earn_bonuses(
+                purchase, config.tiers, loaded.tier, [_campaign(c) for c in loaded.campaigns]
+            )
             event = account.earn_purchase(
-                purchase, config, transaction_id=str(uuid4()), lot_id=str(uuid4()), now=now
+                purchase,
+                config,
+                transaction_id=str(uuid4()),
+                lot_id=str(uuid4()),
+                now=now,
+                bonuses=bonuses,
             )
             return self._earn_view(account, event)
 
         return await self._run(
-            ctx, decide, member_id=member_id, card_token=card_token, order_id=purchase.order_id
+            ctx,
+            decide,
+            member_id=member_id,
+            card_token=card_token,
+            order_id=purchase.order_id,
+            purchase_at=purchase.occurred_at,
         )
 
     async def earn_bonus(
@@ -351,6 +372,59 @@ class Ledger:
             }
 
         return await self._run(ctx, decide, member_id=member_id, load_lots=True)
+
+    async def issue_coupon(
+        self, ctx: RequestContext, member_id: UUID, spec: dict[str, Any]
+    ) -> Outcome:
+        def decide(
+            account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
+        ) -> dict[str, Any]:
+            event = account.issue_coupon(
+                coupon_id=str(uuid4()), code=new_coupon_code(), now=now, **spec
+            )
+            return _coupon_view(account.coupons[event.coupon_id], account.member_id)
+
+        return await self._run(ctx, decide, member_id=member_id)
+
+    async def redeem_coupon(
+        self,
+        ctx: RequestContext,
+        code: str,
+        *,
+        order_id: str | None,
+        order_amount: Decimal | None,
+        currency: str | None,
+    ) -> Outcome:
+        def decide(
+            account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
+        ) -> dict[str, Any]:
+            coupon = next(c for c in account.coupons.values() if c.code == code)
+            if coupon.points_cost:
+                account.advance_to(now, config)
+            account.redeem_coupon(
+                coupon.coupon_id,
+                now=now,
+                transaction_id=str(uuid4()),
+                order_id=order_id,
+                order_amount=order_amount,
+                currency=currency,
+            )
+            return {
+                **_coupon_view(coupon, account.member_id),
+                "balance": _balance_summary(account),
+            }
+
+        return await self._run(ctx, decide, status=200, coupon_code=code, load_lots=True)
+
+    async def coupons(self, program_id: UUID, member_id: UUID) -> dict[str, Any]:
+        await self._load(program_id, member_id)
+        rows = await self.pool.fetch(
+            "SELECT * FROM coupons WHERE member_id = $1 ORDER BY issued_at, coupon_id", member_id
+        )
+        return {
+            "member_id": str(member_id),
+            "coupons": [_coupon_view(coupon_from_row(dict(r)), str(member_id)) for r in rows],
+        }
 
     async def adjust(self, ctx: RequestContext, member_id: UUID, *, points: int) -> Outcome:
         def decide(
@@ -617,4 +691,39 @@ def _event_view(record: asyncpg.Record) -> dict[str, Any]:
         "correlation_id": record["correlation_id"],
         "causation_id": record["causation_id"],
         "data": record["data"],
+    }
+
+
+def new_coupon_code() -> str:
+    return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(10))
+
+
+def _campaign(row: dict[str, Any]) -> BonusCampaign:
+    return BonusCampaign(
+        name=row["name"],
+        multiplier=Decimal(str(row["multiplier"])),
+        channels=frozenset(row["channels"]),
+        categories=frozenset(row["categories"]),
+        store_ids=frozenset(row["store_ids"]),
+        tiers=frozenset(row["tiers"]),
+    )
+
+
+def _coupon_view(coupon: Coupon, member_id: str) -> dict[str, Any]:
+    return {
+        "coupon_id": coupon.coupon_id,
+        "member_id": member_id,
+        "code": coupon.code,
+        "kind": coupon.kind,
+        "value": str(coupon.value),
+        "currency": coupon.currency,
+        "points_cost": coupon.points_cost,
+        "valid_from": _iso(coupon.valid_from),
+        "valid_until": _iso(coupon.valid_until),
+        "issued_at": _iso(coupon.issued_at),
+        "campaign_id": coupon.campaign_id,
+        "status": "redeemed" if coupon.redeemed_at else "issued",
+        "redeemed_at": _iso(coupon.redeemed_at),
+        "order_id": coupon.order_id,
+        "order_amount": str(coupon.order_amount) if coupon.order_amount is not None else None,
     }

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("event_id", "type", "program_id", "stream_id", "stream_version", "position", "occurred_at", "recorded_at", "correlation_id", "causation_id", "actor", "reason", "replay", "program_configured", "member_enrolled", "card_linked", "card_unlinked", "points_earned", "pending_points_activated", "points_redeemed", "points_adjusted", "earn_reversed", "redemption_reversed", "points_expired", "qualification_period_ended")
+    __slots__ = ("event_id", "type", "program_id", "stream_id", "stream_version", "position", "occurred_at", "recorded_at", "correlation_id", "causation_id", "actor", "reason", "replay", "program_configured", "member_enrolled", "card_linked", "card_unlinked", "points_earned", "pending_points_activated", "points_redeemed", "points_adjusted", "earn_reversed", "redemption_reversed", "points_expired", "qualification_period_ended", "coupon_issued", "coupon_redeemed")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,8 @@ class Envelope(_message.Message):
     REDEMPTION_REVERSED_FIELD_NUMBER: _ClassVar[int]
     POINTS_EXPIRED_FIELD_NUMBER: _ClassVar[int]
     QUALIFICATION_PERIOD_ENDED_FIELD_NUMBER: _ClassVar[int]
+    COUPON_ISSUED_FIELD_NUMBER: _ClassVar[int]
+    COUPON_REDEEMED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     type: str
     program_id: str
@@ -61,7 +63,9 @@ class Envelope(_message.Message):
     redemption_reversed: RedemptionReversed
     points_expired: PointsExpired
     qualification_period_ended: QualificationPeriodEnded
-    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., program_id: _Optional[str] = ..., stream_id: _Optional[str] = ..., stream_version: _Optional[int] = ..., position: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., replay: _Optional[bool] = ..., program_configured: _Optional[_Union[ProgramConfigured, _Mapping]] = ..., member_enrolled: _Optional[_Union[MemberEnrolled, _Mapping]] = ..., card_linked: _Optional[_Union[CardLinked, _Mapping]] = ..., card_unlinked: _Optional[_Union[CardUnlinked, _Mapping]] = ..., points_earned: _Optional[_Union[PointsEarned, _Mapping]] = ..., pending_points_activated: _Optional[_Union[PendingPointsActivated, _Mapping]] = ..., points_redeemed: _Optional[_Union[PointsRedeemed, _Mapping]] = ..., points_adjusted: _Optional[_Union[PointsAdjusted, _Mapping]] = ..., earn_reversed: _Optional[_Union[EarnReversed, _Mapping]] = ..., redemption_reversed: _Optional[_Union[RedemptionReversed, _Mapping]] = ..., points_expired: _Optional[_Union[PointsExpired, _Mapping]] = ..., qualification_period_ended: _Optional[_Union[QualificationPeriodEnded, _Mapping]] = ...) -> None: ...
+    coupon_issued: CouponIssued
+    coupon_redeemed: CouponRedeemed
+    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., program_id: _Optional[str] = ..., stream_id: _Optional[str] = ..., stream_version: _Optional[int] = ..., position: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., replay: _Optional[bool] = ..., program_configured: _Optional[_Union[ProgramConfigured, _Mapping]] = ..., member_enrolled: _Optional[_Union[MemberEnrolled, _Mapping]] = ..., card_linked: _Optional[_Union[CardLinked, _Mapping]] = ..., card_unlinked: _Optional[_Union[CardUnlinked, _Mapping]] = ..., points_earned: _Optional[_Union[PointsEarned, _Mapping]] = ..., pending_points_activated: _Optional[_Union[PendingPointsActivated, _Mapping]] = ..., points_redeemed: _Optional[_Union[PointsRedeemed, _Mapping]] = ..., points_adjusted: _Optional[_Union[PointsAdjusted, _Mapping]] = ..., earn_reversed: _Optional[_Union[EarnReversed, _Mapping]] = ..., redemption_reversed: _Optional[_Union[RedemptionReversed, _Mapping]] = ..., points_expired: _Optional[_Union[PointsExpired, _Mapping]] = ..., qualification_period_ended: _Optional[_Union[QualificationPeriodEnded, _Mapping]] = ..., coupon_issued: _Optional[_Union[CouponIssued, _Mapping]] = ..., coupon_redeemed: _Optional[_Union[CouponRedeemed, _Mapping]] = ...) -> None: ...
 
 class Allocation(_message.Message):
     __slots__ = ("lot_id", "points")
@@ -285,3 +289,43 @@ class QualificationPeriodEnded(_message.Message):
     period_end: _timestamp_pb2.Timestamp
     qualifying_points: int
     def __init__(self, period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., qualifying_points: _Optional[int] = ...) -> None: ...
+
+class CouponIssued(_message.Message):
+    __slots__ = ("coupon_id", "code", "kind", "value", "points_cost", "valid_from", "valid_until", "issued_at", "currency", "campaign_id")
+    COUPON_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    POINTS_COST_FIELD_NUMBER: _ClassVar[int]
+    VALID_FROM_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    coupon_id: str
+    code: str
+    kind: str
+    value: str
+    points_cost: int
+    valid_from: _timestamp_pb2.Timestamp
+    valid_until: _timestamp_pb2.Timestamp
+    issued_at: _timestamp_pb2.Timestamp
+    currency: str
+    campaign_id: str
+    def __init__(self, coupon_id: _Optional[str] = ..., code: _Optional[str] = ..., kind: _Optional[str] = ..., value: _Optional[str] = ..., points_cost: _Optional[int] = ..., valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., currency: _Optional[str] = ..., campaign_id: _Optional[str] = ...) -> None: ...
+
+class CouponRedeemed(_message.Message):
+    __slots__ = ("coupon_id", "redeemed_at", "order_id", "order_amount", "currency", "transaction_id")
+    COUPON_ID_FIELD_NUMBER: _ClassVar[int]
+    REDEEMED_AT_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    coupon_id: str
+    redeemed_at: _timestamp_pb2.Timestamp
+    order_id: str
+    order_amount: str
+    currency: str
+    transaction_id: str
+    def __init__(self, coupon_id: _Optional[str] = ..., redeemed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., order_id: _Optional[str] = ..., order_amount: _Optional[str] = ..., currency: _Optional[str] = ..., transaction_id: _Optional[str] = ...) -> None: ...
