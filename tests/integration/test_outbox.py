@@ -13,15 +13,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from loyalty_common import outbox
 from loyalty_common.db import create_pool
-from loyalty_common.embedded import create_database
+from loyalty_common.embedded import create_database, sibling_dsn
 
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     name = f"outbox_{uuid.uuid4().hex[:8]}"
     await create_database(database_url, name)
-    dsn = f"{database_url.partition('?')[0].rsplit('/', 1)[0]}/{name}"
-    pool = await create_pool(dsn, min_size=1, max_size=4)
+    pool = await create_pool(sibling_dsn(database_url, name), min_size=1, max_size=4)
     await pool.execute(outbox.OUTBOX_DDL)
     try:
         yield pool

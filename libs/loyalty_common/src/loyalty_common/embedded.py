@@ -35,14 +35,14 @@ class EmbeddedPostgres:
 
     def ensure_database(self, database: str) -> str:
         """Create ``database`` if missing; return its DSN."""
-        asyncio.run(_create_database(self.dsn(), database))
+        asyncio.run(create_database(self.dsn(), database))
         return self.dsn(database)
 
     def stop(self) -> None:
         self._server.cleanup()
 
 
-async def _create_database(admin_dsn: str, database: str) -> None:
+async def create_database(admin_dsn: str, database: str) -> None:
     connection = await asyncpg.connect(admin_dsn)
     try:
         exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
@@ -50,6 +50,18 @@ async def _create_database(admin_dsn: str, database: str) -> None:
             await connection.execute(f'CREATE DATABASE "{database}"')
     finally:
         await connection.close()
+
+
+def sibling_dsn(dsn: str, name: str) -> str:
+    """The DSN of the database called ``name`` on ``dsn``'s server."""
+    base, _, query = dsn.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+def sibling_database(dsn: str, name: str) -> str:
+    """A database called ``name`` beside ``dsn``'s on the same server, created if missing."""
+    asyncio.run(create_database(dsn, name))
+    return sibling_dsn(dsn, name)
 
 
 def resolve_database_url(database_url: str | None, data_dir: Path, database: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from loyalty_common.embedded import EmbeddedPostgres, _create_database
+from loyalty_common.embedded import EmbeddedPostgres, create_database
 from loyalty_common.ports import free_port
 
 __all__ = ["free_port", "fresh_database", "running_process"]
@@ -30,7 +30,7 @@ def fresh_database() -> Iterator[str]:
         server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="loyalty-pg-")), delete_on_exit=True)
         admin = server.dsn()
     name = f"loyalty_test_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_create_database(admin, name))
+    asyncio.run(create_database(admin, name))
     base, _, query = admin.partition("?")
     base = base.rsplit("/", 1)[0]
     try:
