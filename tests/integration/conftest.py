@@ -17,6 +17,7 @@ import pytest
 from ledger.entrypoints.cli import migrate
 from ledger.service_layer.programs import create_program
 from loyalty_common.db import connect
+from loyalty_common.embedded import sibling_database
 from loyalty_common.testing import free_port, fresh_database, running_process
 
 
@@ -193,3 +194,109 @@ async def read_topic(
     finally:
         await consumer.stop()
     return seen
+
+
+def command_path(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent))
+    assert found is not None, f"no {name} command; run make install"
+    return found
+
+
+def service_key(database_url: str, name: str) -> str:
+    """A ledger service key with the scopes the rules service writes with."""
+    import json
+    import os
+    import subprocess
+
+    created = subprocess.run(
+        [
+            command_path("loyalty"),
+            "service-key",
+            "create",
+            name,
+            "--scope",
+            "points:write",
+            "--scope",
+            "ops",
+        ],
+        env={**os.environ, "DATABASE_URL": database_url},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return str(json.loads(created.stdout)["key"])
+
+
+@dataclass
+class FollowProcess:
+    url: str
+
+
+@pytest.fixture(scope="session")
+def follow(
+    database_url: str, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FollowProcess]:
+    """`loyalty follow`: the ledger's copy of tiers and bonus campaigns."""
+    port = free_port()
+    env = {
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "LEDGER_FOLLOW_PORT": str(port),
+        "KAFKA_PARTITIONS": "3",
+        "LOG_LEVEL": "WARNING",
+    }
+    log = tmp_path_factory.mktemp("follow") / "follow.log"
+    url = f"http://127.0.0.1:{port}"
+    with running_process([command_path("loyalty"), "follow"], env, f"{url}/healthz", log):
+        yield FollowProcess(url)
+
+
+@dataclass
+class RulesProcess:
+    url: str
+    database_url: str
+    log: Path
+
+
+def start_rules(
+    database_url: str,
+    ledger_url: str,
+    kafka_bootstrap: str,
+    rules_database_url: str,
+    log: Path,
+    *,
+    group: str = "rules",
+) -> Any:
+    port = free_port()
+    env = {
+        "RULES_DATABASE_URL": rules_database_url,
+        "RULES_PORT": str(port),
+        "LEDGER_URL": ledger_url,
+        "RULES_LEDGER_KEY": service_key(database_url, f"rules-{uuid.uuid4().hex[:6]}"),
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "KAFKA_PARTITIONS": "3",
+        "RULES_CONSUMER_GROUP": group,
+        "RULES_KAFKA_SESSION_TIMEOUT_MS": "2000",
+        "RULES_CLOCK_INTERVAL_SECONDS": "0",
+        "LOYALTY_ENV": "dev",
+        "LOG_LEVEL": "WARNING",
+    }
+    url = f"http://127.0.0.1:{port}"
+    return url, running_process([command_path("rules"), "serve"], env, f"{url}/healthz", log)
+
+
+@pytest.fixture(scope="session")
+def rules(
+    database_url: str,
+    ledger_url: str,
+    relay: RelayProcess,
+    follow: FollowProcess,
+    kafka_bootstrap: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RulesProcess]:
+    """The rules service on its own database, fed by the relay, followed by the ledger."""
+    log = tmp_path_factory.mktemp("rules") / "rules.log"
+    rules_database_url = sibling_database(database_url, f"rules_{uuid.uuid4().hex[:8]}")
+    url, process = start_rules(database_url, ledger_url, kafka_bootstrap, rules_database_url, log)
+    with process:
+        yield RulesProcess(url, rules_database_url, log)

@@ -23,7 +23,7 @@ from types import FrameType
 
 import httpx
 
-from loyalty_common.embedded import EmbeddedPostgres
+from loyalty_common.embedded import EmbeddedPostgres, sibling_database
 from loyalty_common.kafka import EmbeddedKafka
 from loyalty_common.ports import free_port
 
@@ -100,14 +100,47 @@ def main() -> None:
     )
     demo = json.loads(demo_file.read_text())
 
+    # The rules service keeps its own database and writes rewards with a service key.
+    if database is not None:
+        env["RULES_DATABASE_URL"] = database.ensure_database("loyalty_rules")
+    elif not env.get("RULES_DATABASE_URL"):
+        env["RULES_DATABASE_URL"] = sibling_database(env["DATABASE_URL"], "loyalty_rules")
+    rules_key_file = data_dir / "rules-service-key.json"
+    if not rules_key_file.exists():
+        created = subprocess.run(
+            [
+                loyalty,
+                "service-key",
+                "create",
+                "rules",
+                "--scope",
+                "points:write",
+                "--scope",
+                "ops",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        rules_key_file.write_text(created.stdout)
+        rules_key_file.chmod(0o600)
+    env.setdefault("RULES_LEDGER_KEY", json.loads(rules_key_file.read_text())["key"])
+
     ledger_port = env.setdefault("LEDGER_PORT", "8000")
     ledger_url = f"http://127.0.0.1:{ledger_port}"
     relay_port = env.setdefault("RELAY_PORT", "8010")
     topic = env.get("LEDGER_TOPIC", "loyalty.ledger.events.v1")
     relay_url = f"http://127.0.0.1:{relay_port}"
+    follow_port = env.setdefault("LEDGER_FOLLOW_PORT", "8011")
+    rules_port = env.setdefault("RULES_PORT", "8001")
+    rules_url = f"http://127.0.0.1:{rules_port}"
+    env.setdefault("LEDGER_URL", ledger_url)
     services = [
         Service("ledger", [loyalty, "serve"], f"{ledger_url}/healthz"),
         Service("relay", [loyalty, "relay"], f"{relay_url}/healthz"),
+        Service("follow", [loyalty, "follow"], f"http://127.0.0.1:{follow_port}/healthz"),
+        Service("rules", [_command("rules"), "serve"], f"{rules_url}/healthz"),
     ]
 
     running: list[tuple[Service, subprocess.Popen[bytes]]] = []
@@ -155,10 +188,12 @@ def main() -> None:
 Loyalty stack is running (Ctrl-C stops everything).
 
   ledger API   {ledger_url}        OpenAPI: {ledger_url}/docs
+  rules API    {rules_url}        OpenAPI: {rules_url}/docs
   relay        {relay_url}/healthz   (lag of the event store behind Kafka)
   Kafka        {env["KAFKA_BOOTSTRAP_SERVERS"]}   topic {topic}
                  ({"embedded, memory-only" if broker else "KAFKA_BOOTSTRAP_SERVERS"})
-  database     {"embedded, data in " + str(data_dir / "pg") if database else "DATABASE_URL"}
+  databases    {"embedded, data in " + str(data_dir / "pg") if database else "DATABASE_URL"}
+                 (ledger: loyalty, rules: loyalty_rules)
   logs         {logs}
 
 Demo program {demo["program_id"]}
