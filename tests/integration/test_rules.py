@@ -445,3 +445,92 @@ def test_rules_api_checks_keys_and_input(club: Program, rules: RulesProcess) -> 
         unknown = rules_api.get(f"/v1/members/{uuid.uuid4()}/tier")
         assert unknown.status_code == 404
         assert unknown.json()["code"] == "member_not_found"
+
+
+def test_referral_birthday_and_expiry_triggers_fire_once(
+    club: Program, rules: RulesProcess, kafka_bootstrap: str
+) -> None:
+    now = datetime.now(UTC)
+    with club.client() as api, rules_client(club, rules) as rules_api:
+        triggers = rules_api.put(
+            "/v1/triggers",
+            json={
+                "referral": {"points": 500},
+                "birthday": {
+                    "coupon": {
+                        "kind": "amount",
+                        "value": "100",
+                        "currency": "NOK",
+                        "valid_days": 30,
+                    }
+                },
+                "points_expiring": {"days_before": 30},
+            },
+        )
+        assert triggers.status_code == 200, triggers.text
+        assert rules_api.get("/v1/triggers").json()["referral"] == {"points": 500}
+
+        referrer = enrol(api)
+        friend = enrol(api, referred_by=referrer)
+        birthday = now.date().replace(year=now.year - 30)
+        if (birthday.month, birthday.day) == (2, 29):  # pragma: no cover - leap day runs
+            birthday = birthday.replace(day=28)
+        celebrant = enrol(api, birthday=birthday.isoformat(), time_zone="UTC")
+        # Points earned almost two years ago (the program keeps them 24 months).
+        old = (now - timedelta(days=720)).isoformat()
+        earn(api, celebrant, "300.00", occurred_at=old)
+
+        earn(api, friend, "100.00")
+        earn(api, friend, "100.00")  # a second purchase rewards no one again
+        rewarded = eventually(
+            lambda: [r for r in _rewards(rules_api, referrer) if r["status"] == "done"],
+            what="the referral reward",
+        )
+        assert [r["kind"] for r in rewarded] == ["earn_bonus"]
+        assert _rewards(rules_api, friend) == []
+
+        eventually(lambda: tier_of(rules_api, celebrant), what="the celebrant at rules")
+        for _ in range(2):  # a second run finds everything done
+            ran = rules_api.post("/v1/clock/run", json={"as_of": now.isoformat()})
+            assert ran.status_code == 200, ran.text
+        coupon = eventually(
+            lambda: [r for r in _rewards(rules_api, celebrant) if r["status"] == "done"],
+            what="the birthday coupon",
+        )
+        assert [r["kind"] for r in coupon] == ["issue_coupon"]
+        assert len(api.get(f"/v1/members/{celebrant}/coupons").json()["coupons"]) == 1
+        assert api.get(f"/v1/members/{referrer}/balance").json()["available"] == 500
+
+        events = topic_events(
+            kafka_bootstrap, "loyalty.campaigns.events.v1", campaigns_pb2.CampaignEvent
+        )
+        mine = [e for e in events if e.member_id in (referrer, celebrant)]
+        kinds = sorted((e.type, e.member_id == referrer) for e in mine)
+        assert kinds == [
+            ("PointsExpiring", False),
+            ("RewardGranted", False),
+            ("RewardGranted", True),
+        ]
+        expiring = next(e for e in mine if e.type == "PointsExpiring").points_expiring
+        assert expiring.points == 300
+
+
+def test_tier_progress_is_announced_once_near_the_next_threshold(
+    club: Program, rules: RulesProcess, kafka_bootstrap: str
+) -> None:
+    with club.client() as api, rules_client(club, rules) as rules_api:
+        member = enrol(api)
+        earn(api, member, "4600.00")  # 400 short of Silver: within 10 % of 5000
+        earn(api, member, "100.00")
+        eventually(
+            lambda: (t := tier_of(rules_api, member)) and t["points_to_next"] == 300,
+            what="the progress at rules",
+        )
+        progress = [
+            e.tier_progress
+            for e in topic_events(kafka_bootstrap, "loyalty.tiers.events.v1", tiers_pb2.TierEvent)
+            if e.member_id == member and e.type == "TierProgress"
+        ]
+        assert [(p.current_tier, p.next_tier, p.points_to_next) for p in progress] == [
+            ("Bronze", "Silver", 400)
+        ]
