@@ -23,6 +23,7 @@ test: install
 bench: install
 	$(UV) run --no-sync python bench/run.py
 	$(UV) run --no-sync python bench/backbone.py
+	$(UV) run --no-sync python bench/rules.py
 
 BUF := npx --yes @bufbuild/buf@1.75.0
 
