@@ -7,16 +7,16 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
 import typer
-from alembic import command
-from alembic.config import Config
-from loyalty_common.db import connect, create_pool, sqlalchemy_url
+from loyalty_common.db import connect, create_pool
 from loyalty_common.embedded import resolve_database_url
+from loyalty_common.migrations import upgrade
 
 from ledger.adapters import projections
 from ledger.config import LedgerSettings
@@ -50,10 +50,7 @@ def _dsn(settings: LedgerSettings) -> str:
 
 
 def migrate(dsn: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url(dsn).replace("%", "%%"))
-    command.upgrade(config, "head")
+    upgrade(MIGRATIONS, dsn)
 
 
 @db_app.command("upgrade")
@@ -191,53 +188,42 @@ def clock(as_of: Annotated[datetime | None, typer.Option(help="Default: now")] =
     typer.echo(json.dumps(result, indent=2))
 
 
-@app.command("relay")
-def relay() -> None:
-    """Publish the event store to Kafka (KAFKA_BOOTSTRAP_SERVERS, LEDGER_TOPIC, RELAY_PORT)."""
+def _run_beside(
+    create: Callable[[LedgerSettings], Any],
+    address: Callable[[LedgerSettings], tuple[str, int]],
+) -> None:
+    """Run a process that works beside the API (relay, follower) with its own small
+    health and metrics server; the database defaults to the embedded one, migrated."""
     import os
 
     import uvicorn
-
-    from ledger.entrypoints.relay import create_relay_app
 
     settings = LedgerSettings()
     if settings.database_url is None:
         os.environ["DATABASE_URL"] = _dsn(settings)
         settings = LedgerSettings()
     migrate(settings.database_url or "")
+    host, port = address(settings)
     uvicorn.run(
-        create_relay_app(settings),
-        host=settings.relay_host,
-        port=settings.relay_port,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop",
+        create(settings), host=host, port=port, log_level="warning", access_log=False, loop="uvloop"
     )
+
+
+@app.command("relay")
+def relay() -> None:
+    """Publish the event store to Kafka (KAFKA_BOOTSTRAP_SERVERS, LEDGER_TOPIC, RELAY_PORT)."""
+    from ledger.entrypoints.relay import create_relay_app
+
+    _run_beside(create_relay_app, lambda s: (s.relay_host, s.relay_port))
 
 
 @app.command("follow")
 def follow() -> None:
     """Keep the rules service's tiers and bonus campaigns for earns to apply
     (KAFKA_BOOTSTRAP_SERVERS, TIERS_TOPIC, CAMPAIGNS_TOPIC, LEDGER_FOLLOW_PORT)."""
-    import os
-
-    import uvicorn
-
     from ledger.entrypoints.follow import create_follow_app
 
-    settings = LedgerSettings()
-    if settings.database_url is None:
-        os.environ["DATABASE_URL"] = _dsn(settings)
-        settings = LedgerSettings()
-    migrate(settings.database_url or "")
-    uvicorn.run(
-        create_follow_app(settings),
-        host=settings.follow_host,
-        port=settings.follow_port,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop",
-    )
+    _run_beside(create_follow_app, lambda s: (s.follow_host, s.follow_port))
 
 
 @service_key_app.command("create")

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import typer
 import uvicorn
-from alembic import command
-from alembic.config import Config
-from loyalty_common.db import sqlalchemy_url
 from loyalty_common.embedded import resolve_database_url
+from loyalty_common.migrations import upgrade
 
 from rules.config import RulesSettings
 
@@ -26,10 +24,7 @@ def database_url(settings: RulesSettings) -> str:
 
 
 def migrate(dsn: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url(dsn).replace("%", "%%"))
-    command.upgrade(config, "head")
+    upgrade(MIGRATIONS, dsn)
 
 
 @db_app.command("upgrade")
