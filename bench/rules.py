@@ -15,10 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -34,16 +30,15 @@ from loyalty_common.db import connect
 from loyalty_common.embedded import sibling_database
 from loyalty_common.kafka import EmbeddedKafka
 from loyalty_common.proto.loyalty.rules.v1 import tiers_pb2
-from loyalty_common.testing import free_port, fresh_database, running_process
+from loyalty_common.testing import (
+    command_path,
+    free_port,
+    fresh_database,
+    running_process,
+    service_key,
+)
 
-BIN = Path(sys.executable).parent
 TIERS_TOPIC = "loyalty.tiers.events.v1"
-
-
-def command(name: str) -> str:
-    found = shutil.which(name, path=str(BIN))
-    assert found is not None, f"no {name}; run make install"
-    return found
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -201,24 +196,7 @@ def main() -> None:
         program_id, key = asyncio.run(_program(dsn))
         broker = EmbeddedKafka(free_port(), work / "broker.log")
         rules_dsn = sibling_database(dsn, f"loyalty_rules_{uuid.uuid4().hex[:8]}")
-        service_key = json.loads(
-            subprocess.run(
-                [
-                    command("loyalty"),
-                    "service-key",
-                    "create",
-                    "rules-bench",
-                    "--scope",
-                    "points:write",
-                    "--scope",
-                    "ops",
-                ],
-                env={**os.environ, "DATABASE_URL": dsn},
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-        )["key"]
+        rules_key = service_key(dsn, "rules-bench")
         ledger_port, relay_port, rules_port = free_port(), free_port(), free_port()
         env = {
             "DATABASE_URL": dsn,
@@ -228,7 +206,7 @@ def main() -> None:
             "RELAY_PORT": str(relay_port),
             "RULES_PORT": str(rules_port),
             "LEDGER_URL": f"http://127.0.0.1:{ledger_port}",
-            "RULES_LEDGER_KEY": service_key,
+            "RULES_LEDGER_KEY": rules_key,
             "RULES_CLOCK_INTERVAL_SECONDS": "0",
             "LEDGER_CLOCK_INTERVAL_SECONDS": "0",
             "RULES_KAFKA_SESSION_TIMEOUT_MS": "2000",
@@ -238,16 +216,16 @@ def main() -> None:
         try:
             with (
                 running_process(
-                    [command("loyalty"), "serve"], env, f"{ledger_url}/healthz", work / "l.log"
+                    [command_path("loyalty"), "serve"], env, f"{ledger_url}/healthz", work / "l.log"
                 ),
                 running_process(
-                    [command("loyalty"), "relay"],
+                    [command_path("loyalty"), "relay"],
                     env,
                     f"http://127.0.0.1:{relay_port}/healthz",
                     work / "relay.log",
                 ),
                 running_process(
-                    [command("rules"), "serve"],
+                    [command_path("rules"), "serve"],
                     env,
                     f"http://127.0.0.1:{rules_port}/healthz",
                     work / "rules.log",

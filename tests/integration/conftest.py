@@ -18,7 +18,13 @@ from ledger.entrypoints.cli import migrate
 from ledger.service_layer.programs import create_program
 from loyalty_common.db import connect
 from loyalty_common.embedded import sibling_database
-from loyalty_common.testing import free_port, fresh_database, running_process
+from loyalty_common.testing import (
+    command_path,
+    free_port,
+    fresh_database,
+    running_process,
+    service_key,
+)
 
 
 @pytest.fixture(scope="session")
@@ -194,37 +200,6 @@ async def read_topic(
     finally:
         await consumer.stop()
     return seen
-
-
-def command_path(name: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent))
-    assert found is not None, f"no {name} command; run make install"
-    return found
-
-
-def service_key(database_url: str, name: str) -> str:
-    """A ledger service key with the scopes the rules service writes with."""
-    import json
-    import os
-    import subprocess
-
-    created = subprocess.run(
-        [
-            command_path("loyalty"),
-            "service-key",
-            "create",
-            name,
-            "--scope",
-            "points:write",
-            "--scope",
-            "ops",
-        ],
-        env={**os.environ, "DATABASE_URL": database_url},
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return str(json.loads(created.stdout)["key"])
 
 
 @dataclass

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -15,10 +18,30 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from loyalty_common.embedded import EmbeddedPostgres, create_database
+from loyalty_common.embedded import EmbeddedPostgres, create_database, sibling_dsn
 from loyalty_common.ports import free_port
 
-__all__ = ["free_port", "fresh_database", "running_process"]
+__all__ = ["command_path", "free_port", "fresh_database", "running_process", "service_key"]
+
+
+def command_path(name: str) -> str:
+    """A console script installed beside this Python (loyalty, rules)."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent))
+    assert found is not None, f"no {name} command; run make install"
+    return found
+
+
+def service_key(database_url: str, name: str) -> str:
+    """A ledger service key with the scopes the rules service writes with."""
+    scopes = ["--scope", "points:write", "--scope", "ops"]
+    created = subprocess.run(
+        [command_path("loyalty"), "service-key", "create", name, *scopes],
+        env={**os.environ, "DATABASE_URL": database_url},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return str(json.loads(created.stdout)["key"])
 
 
 @contextmanager
@@ -31,10 +54,8 @@ def fresh_database() -> Iterator[str]:
         admin = server.dsn()
     name = f"loyalty_test_{uuid.uuid4().hex[:8]}"
     asyncio.run(create_database(admin, name))
-    base, _, query = admin.partition("?")
-    base = base.rsplit("/", 1)[0]
     try:
-        yield f"{base}/{name}" + (f"?{query}" if query else "")
+        yield sibling_dsn(admin, name)
     finally:
         if server is not None:
             server.stop()
