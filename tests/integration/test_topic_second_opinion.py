@@ -10,20 +10,24 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from tests.integration.conftest import Program, RelayProcess, earn, enrol
+from tests.integration.conftest import Program, RelayProcess, RulesProcess, earn, enrol
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _protoc_decode(value: bytes) -> str:
+def _protoc_decode(
+    value: bytes,
+    message: str = "loyalty.ledger.v1.Envelope",
+    schema: str = "proto/loyalty/ledger/v1/events.proto",
+) -> str:
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "grpc_tools.protoc",
             f"-I{ROOT / 'proto'}",
-            "--decode=loyalty.ledger.v1.Envelope",
-            str(ROOT / "proto/loyalty/ledger/v1/events.proto"),
+            f"--decode={message}",
+            str(ROOT / schema),
         ],
         input=value,
         capture_output=True,
@@ -65,3 +69,36 @@ def test_librdkafka_and_protoc_read_the_topic(program: Program, relay: RelayProc
     assert "stream_version: 2" in decoded
     assert 'amount: "499.90"' in decoded
     assert "points: 499" in decoded
+
+
+def test_librdkafka_and_protoc_read_the_tier_topic(
+    program: Program, rules: RulesProcess, kafka_bootstrap: str
+) -> None:
+    with program.client() as api:
+        member = enrol(api)
+        earn(api, member, "5000.00")
+    topic = "loyalty.tiers.events.v1"
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "second-opinion-tiers"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        decoded = ""
+        deadline = time.monotonic() + 30
+        while 'to_tier: "Silver"' not in decoded:
+            assert time.monotonic() < deadline, "the TierChanged never reached the topic"
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:
+                continue
+            if message.key() == member.encode():
+                decoded = _protoc_decode(
+                    message.value(),
+                    "loyalty.rules.v1.TierEvent",
+                    "proto/loyalty/rules/v1/tiers.proto",
+                )
+                headers = dict(message.headers() or [])
+                assert headers["event_id"].decode() in decoded
+        assert 'type: "TierChanged"' in decoded
+        assert 'from_tier: "Bronze"' in decoded
+        assert f'member_id: "{member}"' in decoded
+    finally:
+        consumer.close()
