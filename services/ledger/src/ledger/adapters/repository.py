@@ -173,6 +173,14 @@ WITH m AS (
 ), idem AS (
     INSERT INTO idempotency_keys (program_id, key, request_hash, status_code, response)
     SELECT $2, $25, $26, $27, $28 FROM m WHERE $25::text IS NOT NULL
+)
+SELECT count(*) FROM m
+"""
+
+# Coupons change in few commands; only those pay for the coupons CTE.
+SAVE_WITH_COUPONS_SQL = SAVE_SQL.replace(
+    "\n)\nSELECT count(*) FROM m",
+    """
 ), cp AS (
     INSERT INTO coupons (coupon_id, program_id, member_id, code, kind, value, currency,
                          points_cost, valid_from, valid_until, issued_at, campaign_id,
@@ -190,8 +198,8 @@ WITH m AS (
         order_amount = EXCLUDED.order_amount, order_currency = EXCLUDED.order_currency,
         transaction_id = EXCLUDED.transaction_id
 )
-SELECT count(*) FROM m
-"""
+SELECT count(*) FROM m""",
+)
 
 
 @dataclass(frozen=True)
@@ -334,8 +342,9 @@ async def save_member(
                 "occurred_at": (occurred_at(event) or meta.recorded_at).isoformat(),
             }
         )
+    coupons = [coupon_to_row(account.coupons[i]) for i in sorted(account.touched_coupons)]
     saved: int = await conn.fetchval(
-        SAVE_SQL,
+        SAVE_WITH_COUPONS_SQL if coupons else SAVE_SQL,
         *member_row(account, program_id, next_period_end),
         first_version - 1,
         encoded,
@@ -352,7 +361,7 @@ async def save_member(
         idempotency.request_hash if idempotency else None,
         idempotency.status if idempotency else None,
         idempotency.response if idempotency else None,
-        [coupon_to_row(account.coupons[i]) for i in sorted(account.touched_coupons)],
+        *([coupons] if coupons else []),
     )
     return saved == 1
 
