@@ -344,3 +344,26 @@ def test_changed_qualification_period_moves_the_clock_schedule(
     assert asyncio.run(next_end()) > month_end
     again = api.post("/v1/ops/clock", params={"as_of": month_end.isoformat()}).json()
     assert again["members"] == 0
+
+
+def test_consents_change_per_channel_and_only_when_they_differ(api: httpx.Client) -> None:
+    member = enrol(api, consents={"email": True, "sms": True})
+    changed = api.post(
+        f"/v1/members/{member}/consents",
+        json={"consents": {"email": False}, "source": "unsubscribe link"},
+        headers=idem(),
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["consents"] == {"email": False, "sms": True}
+    again = api.post(
+        f"/v1/members/{member}/consents", json={"consents": {"email": False}}, headers=idem()
+    )
+    assert again.json()["consents"] == {"email": False, "sms": True}
+    events = api.get(f"/v1/members/{member}/events").json()["events"]
+    assert [e["type"] for e in events] == ["MemberEnrolled", "ConsentsChanged"]
+    assert events[1]["data"]["consents"] == {"email": False}
+    assert events[1]["reason"] == "unsubscribe link"
+    for bad in ({"consents": {}}, {"consents": {"fax": False}}, {"consents": {"email": "no"}}):
+        refused = api.post(f"/v1/members/{member}/consents", json=bad, headers=idem())
+        assert refused.status_code == 422, bad
+        assert refused.json()["code"] == "validation_error"

@@ -206,6 +206,12 @@ SAMPLES: list[Event] = [
     ev.CouponRedeemed(
         coupon_id="6c1d55a5-4d4a-4c9a-8e1c-3a7a1f8f3b22", redeemed_at=at(2024, 3, 16, 10)
     ),
+    ev.ConsentsChanged(
+        consents={"email": False, "sms": True},
+        changed_at=at(2024, 3, 17, 8),
+        source="unsubscribe link",
+    ),
+    ev.ConsentsChanged(consents={"push": False}, changed_at=at(2024, 3, 18, 8)),
 ]
 
 

@@ -37,6 +37,7 @@ from ledger.domain.events import (
     BreakdownLine,
     CardLinked,
     CardUnlinked,
+    ConsentsChanged,
     CouponIssued,
     CouponRedeemed,
     EarnReversed,
@@ -208,6 +209,17 @@ class MemberAccount:
     def unlink_card(self, card_token: str) -> None:
         if card_token in self.cards:
             self._record(CardUnlinked(card_token=card_token))
+
+    def change_consents(
+        self, consents: dict[str, bool], *, now: datetime, source: str | None = None
+    ) -> ConsentsChanged | None:
+        """Record the channels whose consent changes; None if nothing changes."""
+        changed = {k: v for k, v in sorted(consents.items()) if self.consents.get(k) != v}
+        if not changed:
+            return None
+        event = ConsentsChanged(consents=changed, changed_at=now, source=source)
+        self._record(event)
+        return event
 
     def earn_purchase(
         self,
@@ -695,6 +707,8 @@ class MemberAccount:
                 self.cards.add(event.card_token)
             case CardUnlinked():
                 self.cards.discard(event.card_token)
+            case ConsentsChanged():
+                self.consents = {**self.consents, **event.consents}
             case PointsEarned():
                 pending = event.available_at is not None
                 lot = Lot(

@@ -192,6 +192,15 @@ class CouponRedeemed(Event):
     transaction_id: str | None = None
 
 
+@dataclass(frozen=True)
+class ConsentsChanged(Event):
+    """The member gave or withdrew consent per channel; the channels not named keep theirs."""
+
+    consents: dict[str, bool]
+    changed_at: datetime
+    source: str | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -209,6 +218,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         QualificationPeriodEnded,
         CouponIssued,
         CouponRedeemed,
+        ConsentsChanged,
     )
 }
 
@@ -225,6 +235,7 @@ def occurred_at(event: Event) -> datetime | None:
         "period_end",
         "enrolled_at",
         "issued_at",
+        "changed_at",
     ):
         value = getattr(event, name, None)
         if isinstance(value, datetime):

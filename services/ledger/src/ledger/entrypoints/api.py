@@ -37,6 +37,7 @@ from ledger.domain.events import OrderLine
 from ledger.entrypoints.schemas import (
     AdjustRequest,
     CardRequest,
+    ConsentsRequest,
     CouponRedeemRequest,
     CouponRequest,
     EarnRequest,
@@ -396,6 +397,18 @@ def _routes(app: FastAPI) -> None:
     @app.get("/v1/members/{member_id}", tags=["members"])
     async def get_member(member_id: UUID, caller: PointsReader) -> JSONResponse:
         return JSONResponse(await caller.ledger.member(caller.program_id, member_id))
+
+    @app.post("/v1/members/{member_id}/consents", tags=["members"])
+    async def change_consents(
+        member_id: UUID, body: ConsentsRequest, caller: MembersWriter
+    ) -> JSONResponse:
+        return _respond(
+            await caller.ledger.change_consents(
+                caller.context(body.source),
+                member_id,
+                {str(k): v for k, v in body.consents.items()},
+            )
+        )
 
     @app.post("/v1/members/{member_id}/cards", status_code=201, tags=["members"])
     async def link_card(member_id: UUID, body: CardRequest, caller: MembersWriter) -> JSONResponse:

@@ -9,7 +9,15 @@ from typing import Annotated, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    model_validator,
+)
 
 MAX_AMOUNT = Decimal("10000000")
 MAX_POINTS = 1_000_000_000
@@ -184,3 +192,10 @@ class CouponRedeemRequest(_Body):
         if self.order_amount is not None and self.currency is None:
             raise ValueError("an order_amount needs its currency")
         return self
+
+
+class ConsentsRequest(_Body):
+    """Consent per channel to change; channels left out keep theirs."""
+
+    consents: Annotated[dict[Literal["email", "sms", "push"], StrictBool], Field(min_length=1)]
+    source: Text | None = None

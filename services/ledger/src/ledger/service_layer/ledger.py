@@ -280,6 +280,17 @@ class Ledger:
 
         return await self._run(ctx, decide, status=200, member_id=member_id, load_cards=True)
 
+    async def change_consents(
+        self, ctx: RequestContext, member_id: UUID, consents: dict[str, bool]
+    ) -> Outcome:
+        def decide(
+            account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
+        ) -> dict[str, Any]:
+            account.change_consents(consents, now=now, source=ctx.reason)
+            return self._member_view(account, sorted(account.cards))
+
+        return await self._run(ctx, decide, status=200, member_id=member_id, load_cards=True)
+
     async def earn(
         self,
         ctx: RequestContext,

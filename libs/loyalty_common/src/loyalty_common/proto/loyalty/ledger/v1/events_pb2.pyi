@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("event_id", "type", "program_id", "stream_id", "stream_version", "position", "occurred_at", "recorded_at", "correlation_id", "causation_id", "actor", "reason", "replay", "program_configured", "member_enrolled", "card_linked", "card_unlinked", "points_earned", "pending_points_activated", "points_redeemed", "points_adjusted", "earn_reversed", "redemption_reversed", "points_expired", "qualification_period_ended", "coupon_issued", "coupon_redeemed")
+    __slots__ = ("event_id", "type", "program_id", "stream_id", "stream_version", "position", "occurred_at", "recorded_at", "correlation_id", "causation_id", "actor", "reason", "replay", "program_configured", "member_enrolled", "card_linked", "card_unlinked", "points_earned", "pending_points_activated", "points_redeemed", "points_adjusted", "earn_reversed", "redemption_reversed", "points_expired", "qualification_period_ended", "coupon_issued", "coupon_redeemed", "consents_changed")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class Envelope(_message.Message):
     QUALIFICATION_PERIOD_ENDED_FIELD_NUMBER: _ClassVar[int]
     COUPON_ISSUED_FIELD_NUMBER: _ClassVar[int]
     COUPON_REDEEMED_FIELD_NUMBER: _ClassVar[int]
+    CONSENTS_CHANGED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     type: str
     program_id: str
@@ -65,7 +66,8 @@ class Envelope(_message.Message):
     qualification_period_ended: QualificationPeriodEnded
     coupon_issued: CouponIssued
     coupon_redeemed: CouponRedeemed
-    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., program_id: _Optional[str] = ..., stream_id: _Optional[str] = ..., stream_version: _Optional[int] = ..., position: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., replay: _Optional[bool] = ..., program_configured: _Optional[_Union[ProgramConfigured, _Mapping]] = ..., member_enrolled: _Optional[_Union[MemberEnrolled, _Mapping]] = ..., card_linked: _Optional[_Union[CardLinked, _Mapping]] = ..., card_unlinked: _Optional[_Union[CardUnlinked, _Mapping]] = ..., points_earned: _Optional[_Union[PointsEarned, _Mapping]] = ..., pending_points_activated: _Optional[_Union[PendingPointsActivated, _Mapping]] = ..., points_redeemed: _Optional[_Union[PointsRedeemed, _Mapping]] = ..., points_adjusted: _Optional[_Union[PointsAdjusted, _Mapping]] = ..., earn_reversed: _Optional[_Union[EarnReversed, _Mapping]] = ..., redemption_reversed: _Optional[_Union[RedemptionReversed, _Mapping]] = ..., points_expired: _Optional[_Union[PointsExpired, _Mapping]] = ..., qualification_period_ended: _Optional[_Union[QualificationPeriodEnded, _Mapping]] = ..., coupon_issued: _Optional[_Union[CouponIssued, _Mapping]] = ..., coupon_redeemed: _Optional[_Union[CouponRedeemed, _Mapping]] = ...) -> None: ...
+    consents_changed: ConsentsChanged
+    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., program_id: _Optional[str] = ..., stream_id: _Optional[str] = ..., stream_version: _Optional[int] = ..., position: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., replay: _Optional[bool] = ..., program_configured: _Optional[_Union[ProgramConfigured, _Mapping]] = ..., member_enrolled: _Optional[_Union[MemberEnrolled, _Mapping]] = ..., card_linked: _Optional[_Union[CardLinked, _Mapping]] = ..., card_unlinked: _Optional[_Union[CardUnlinked, _Mapping]] = ..., points_earned: _Optional[_Union[PointsEarned, _Mapping]] = ..., pending_points_activated: _Optional[_Union[PendingPointsActivated, _Mapping]] = ..., points_redeemed: _Optional[_Union[PointsRedeemed, _Mapping]] = ..., points_adjusted: _Optional[_Union[PointsAdjusted, _Mapping]] = ..., earn_reversed: _Optional[_Union[EarnReversed, _Mapping]] = ..., redemption_reversed: _Optional[_Union[RedemptionReversed, _Mapping]] = ..., points_expired: _Optional[_Union[PointsExpired, _Mapping]] = ..., qualification_period_ended: _Optional[_Union[QualificationPeriodEnded, _Mapping]] = ..., coupon_issued: _Optional[_Union[CouponIssued, _Mapping]] = ..., coupon_redeemed: _Optional[_Union[CouponRedeemed, _Mapping]] = ..., consents_changed: _Optional[_Union[ConsentsChanged, _Mapping]] = ...) -> None: ...
 
 class Allocation(_message.Message):
     __slots__ = ("lot_id", "points")
@@ -329,3 +331,20 @@ class CouponRedeemed(_message.Message):
     currency: str
     transaction_id: str
     def __init__(self, coupon_id: _Optional[str] = ..., redeemed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., order_id: _Optional[str] = ..., order_amount: _Optional[str] = ..., currency: _Optional[str] = ..., transaction_id: _Optional[str] = ...) -> None: ...
+
+class ConsentsChanged(_message.Message):
+    __slots__ = ("consents", "changed_at", "source")
+    class ConsentsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bool
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bool] = ...) -> None: ...
+    CONSENTS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    consents: _containers.ScalarMap[str, bool]
+    changed_at: _timestamp_pb2.Timestamp
+    source: str
+    def __init__(self, consents: _Optional[_Mapping[str, bool]] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
