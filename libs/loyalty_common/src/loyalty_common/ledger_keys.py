@@ -1,6 +1,7 @@
-"""Callers' API keys, checked by the ledger that issued them (`GET /v1/keys/self`).
+"""Callers' API keys, checked by the ledger that issued them (`GET /v1/keys/self`),
+for the services beside the ledger (rules, notifier).
 
-The rules service never reads the ledger's database; it asks the ledger about a key
+These services never read the ledger's database; they ask the ledger about a key
 once and remembers the answer for a while: 30 s for a valid key, 5 s for an unknown
 one, so a revoked key stops working here within half a minute, as at the ledger.
 """
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import httpx
+
+from loyalty_common.problems import ProblemError
 
 _VALID_SECONDS = 30.0
 _INVALID_SECONDS = 5.0
@@ -59,3 +62,22 @@ class KeyChecker:
         ttl = _VALID_SECONDS if found else _INVALID_SECONDS
         self._cache[digest] = (now + ttl, found)
         return found
+
+
+async def require(
+    checker: KeyChecker, credentials: str | None, program_header: str | None, scope: str
+) -> ApiKey:
+    """The caller's key if it holds ``scope``; else the problem to answer with."""
+    if credentials is None:
+        raise ProblemError(401, "unauthorized", "an API key is required (Bearer)")
+    try:
+        key = await checker.authenticate(credentials, program_header)
+    except LedgerUnavailableError as exc:
+        raise ProblemError(
+            503, "ledger_unavailable", f"cannot check the API key now: {exc}"
+        ) from exc
+    if key is None:
+        raise ProblemError(401, "unauthorized", "unknown or revoked API key")
+    if scope not in key.scopes:
+        raise ProblemError(403, "forbidden", f"the API key lacks the {scope} scope")
+    return key

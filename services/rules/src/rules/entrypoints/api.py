@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from loyalty_common.consumer import EventConsumer
 from loyalty_common.db import create_pool
+from loyalty_common.ledger_keys import ApiKey, KeyChecker, require
 from loyalty_common.logs import configure_logging
 from loyalty_common.outbox import OutboxRelay
 from loyalty_common.problems import JSONResponse, ProblemError, install_problem_handlers
@@ -36,7 +37,6 @@ from rules.entrypoints.schemas import (
     TriggersDocument,
 )
 from rules.service_layer import campaigns, clock, following, tiers
-from rules.service_layer.auth import ApiKey, KeyChecker, LedgerUnavailableError
 from rules.service_layer.commands import CommandWorker
 
 log = structlog.get_logger("rules")
@@ -166,18 +166,12 @@ def caller(scope: str) -> Callable[..., Awaitable[Caller]]:
         program: ProgramHeader = None,
         correlation_id: CorrelationId = None,
     ) -> Caller:
-        if credentials is None:
-            raise ProblemError(401, "unauthorized", "an API key is required (Bearer)")
-        try:
-            key = await request.app.state.keys.authenticate(credentials.credentials, program)
-        except LedgerUnavailableError as exc:
-            raise ProblemError(
-                503, "ledger_unavailable", f"cannot check the API key now: {exc}"
-            ) from exc
-        if key is None:
-            raise ProblemError(401, "unauthorized", "unknown or revoked API key")
-        if scope not in key.scopes:
-            raise ProblemError(403, "forbidden", f"the API key lacks the {scope} scope")
+        key = await require(
+            request.app.state.keys,
+            credentials.credentials if credentials else None,
+            program,
+            scope,
+        )
         return Caller(
             key, request.app.state.pool, request.app.state.topics, correlation_id or str(uuid4())
         )
