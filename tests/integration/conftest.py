@@ -275,3 +275,49 @@ def rules(
     url, process = start_rules(database_url, ledger_url, kafka_bootstrap, rules_database_url, log)
     with process:
         yield RulesProcess(url, rules_database_url, log)
+
+
+@dataclass
+class NotifierProcess:
+    url: str
+    database_url: str
+    smtp: Any
+    sms: Any
+
+
+@pytest.fixture(scope="session")
+def notifier(
+    database_url: str,
+    ledger_url: str,
+    rules: RulesProcess,
+    kafka_bootstrap: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[NotifierProcess]:
+    """The notifier on its own database, sending to an SMTP sink and an SMS sink."""
+    from loyalty_common.sinks import SmsSink, SmtpSink
+
+    work = tmp_path_factory.mktemp("notifier")
+    notifier_database_url = sibling_database(database_url, f"notifier_{uuid.uuid4().hex[:8]}")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with SmtpSink(work / "mail") as smtp, SmsSink(work / "sms") as sms:
+        env = {
+            "NOTIFIER_DATABASE_URL": notifier_database_url,
+            "NOTIFIER_PORT": str(port),
+            "NOTIFIER_PUBLIC_URL": url,
+            "LEDGER_URL": ledger_url,
+            "NOTIFIER_LEDGER_KEY": service_key(
+                database_url, f"notifier-{uuid.uuid4().hex[:6]}", ("members:write",)
+            ),
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "KAFKA_PARTITIONS": "3",
+            "NOTIFIER_KAFKA_SESSION_TIMEOUT_MS": "2000",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(smtp.port),
+            "SMS_WEBHOOK_URL": sms.url,
+            "LOG_LEVEL": "WARNING",
+        }
+        with running_process(
+            [command_path("notifier"), "serve"], env, f"{url}/healthz", work / "notifier.log"
+        ):
+            yield NotifierProcess(url, notifier_database_url, smtp, sms)

@@ -58,6 +58,23 @@ def _wait_healthy(service: Service, process: subprocess.Popen[bytes], log: Path)
     raise SystemExit(f"{service.name} did not become healthy; see {log}")
 
 
+def _service_key(loyalty: str, env: dict[str, str], name: str, *scopes: str) -> str:
+    """The ledger service key of ``name``: made once, kept in the data directory."""
+    kept = Path(env["LOYALTY_DATA_DIR"]) / f"{name}-service-key.json"
+    if not kept.exists():
+        flags = [part for scope in scopes for part in ("--scope", scope)]
+        created = subprocess.run(
+            [loyalty, "service-key", "create", name, *flags],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        kept.write_text(created.stdout)
+        kept.chmod(0o600)
+    return str(json.loads(kept.read_text())["key"])
+
+
 def _broker_port(env: dict[str, str]) -> int:
     """KAFKA_PORT, else Kafka's usual 9092 when it is free, else any free port."""
     if "KAFKA_PORT" in env:
@@ -105,27 +122,13 @@ def main() -> None:
         env["RULES_DATABASE_URL"] = database.ensure_database("loyalty_rules")
     elif not env.get("RULES_DATABASE_URL"):
         env["RULES_DATABASE_URL"] = sibling_database(env["DATABASE_URL"], "loyalty_rules")
-    rules_key_file = data_dir / "rules-service-key.json"
-    if not rules_key_file.exists():
-        created = subprocess.run(
-            [
-                loyalty,
-                "service-key",
-                "create",
-                "rules",
-                "--scope",
-                "points:write",
-                "--scope",
-                "ops",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        rules_key_file.write_text(created.stdout)
-        rules_key_file.chmod(0o600)
-    env.setdefault("RULES_LEDGER_KEY", json.loads(rules_key_file.read_text())["key"])
+    env.setdefault("RULES_LEDGER_KEY", _service_key(loyalty, env, "rules", "points:write", "ops"))
+    # The notifier: its own database, and a key to record unsubscribes at the ledger.
+    if database is not None:
+        env["NOTIFIER_DATABASE_URL"] = database.ensure_database("loyalty_notifier")
+    elif not env.get("NOTIFIER_DATABASE_URL"):
+        env["NOTIFIER_DATABASE_URL"] = sibling_database(env["DATABASE_URL"], "loyalty_notifier")
+    env.setdefault("NOTIFIER_LEDGER_KEY", _service_key(loyalty, env, "notifier", "members:write"))
 
     ledger_port = env.setdefault("LEDGER_PORT", "8000")
     ledger_url = f"http://127.0.0.1:{ledger_port}"
@@ -136,11 +139,28 @@ def main() -> None:
     rules_port = env.setdefault("RULES_PORT", "8001")
     rules_url = f"http://127.0.0.1:{rules_port}"
     env.setdefault("LEDGER_URL", ledger_url)
+    notifier_port = env.setdefault("NOTIFIER_PORT", "8002")
+    notifier_url = f"http://127.0.0.1:{notifier_port}"
+    env.setdefault("NOTIFIER_PUBLIC_URL", notifier_url)
+    # The sinks stand in for a mail server and an SMS provider, unless SMTP_HOST and
+    # SMS_WEBHOOK_URL name real ones; they keep what they receive in the data directory.
+    sinks_dir = data_dir / "sinks"
+    sinks = []
+    if "SMTP_HOST" not in env or "SMS_WEBHOOK_URL" not in env:
+        smtp_port, sms_port = str(free_port()), str(free_port())
+        env.setdefault("SMTP_HOST", "127.0.0.1")
+        env.setdefault("SMTP_PORT", smtp_port)
+        env.setdefault("SMS_WEBHOOK_URL", f"http://127.0.0.1:{sms_port}/sms")
+        sink_args = [sys.executable, "-m", "loyalty_common.sinks", "--smtp-port", smtp_port]
+        sink_args += ["--sms-port", sms_port, "--dir", str(sinks_dir)]
+        sinks = [Service("sinks", sink_args, f"http://127.0.0.1:{sms_port}/_health")]
     services = [
         Service("ledger", [loyalty, "serve"], f"{ledger_url}/healthz"),
         Service("relay", [loyalty, "relay"], f"{relay_url}/healthz"),
         Service("follow", [loyalty, "follow"], f"http://127.0.0.1:{follow_port}/healthz"),
         Service("rules", [_command("rules"), "serve"], f"{rules_url}/healthz"),
+        *sinks,
+        Service("notifier", [_command("notifier"), "serve"], f"{notifier_url}/healthz"),
     ]
 
     running: list[tuple[Service, subprocess.Popen[bytes]]] = []
@@ -189,11 +209,14 @@ Loyalty stack is running (Ctrl-C stops everything).
 
   ledger API   {ledger_url}        OpenAPI: {ledger_url}/docs
   rules API    {rules_url}        OpenAPI: {rules_url}/docs
+  notifier     {notifier_url}        OpenAPI: {notifier_url}/docs
+  sent mail    {sinks_dir if sinks else "SMTP_HOST"}   (one .eml per message, index.jsonl)
+  sent SMS     {sinks_dir / "sms.jsonl" if sinks else "SMS_WEBHOOK_URL"}
   relay        {relay_url}/healthz   (lag of the event store behind Kafka)
   Kafka        {env["KAFKA_BOOTSTRAP_SERVERS"]}   topic {topic}
                  ({"embedded, memory-only" if broker else "KAFKA_BOOTSTRAP_SERVERS"})
   databases    {"embedded, data in " + str(data_dir / "pg") if database else "DATABASE_URL"}
-                 (ledger: loyalty, rules: loyalty_rules)
+                 (ledger: loyalty, rules: loyalty_rules, notifier: loyalty_notifier)
   logs         {logs}
 
 Demo program {demo["program_id"]}

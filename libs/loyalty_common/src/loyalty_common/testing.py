@@ -31,11 +31,13 @@ def command_path(name: str) -> str:
     return found
 
 
-def service_key(database_url: str, name: str) -> str:
-    """A ledger service key with the scopes the rules service writes with."""
-    scopes = ["--scope", "points:write", "--scope", "ops"]
+def service_key(
+    database_url: str, name: str, scopes: tuple[str, ...] = ("points:write", "ops")
+) -> str:
+    """A ledger service key (by default with the scopes the rules service writes with)."""
+    flags = [part for scope in scopes for part in ("--scope", scope)]
     created = subprocess.run(
-        [command_path("loyalty"), "service-key", "create", name, *scopes],
+        [command_path("loyalty"), "service-key", "create", name, *flags],
         env={**os.environ, "DATABASE_URL": database_url},
         check=True,
         capture_output=True,

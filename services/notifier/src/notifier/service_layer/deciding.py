@@ -1,0 +1,303 @@
+"""What the notifier does with each event it consumes (the consumer's handler).
+
+Ledger events keep its read model of programs and members (contacts, locale, time zone,
+consents). Tier and campaign events become messages: one row per (event, channel),
+decided and rendered here, in the transaction that records the event id in the inbox,
+so a redelivered or replayed event never makes a second message. Sending is the
+delivery worker's (``delivery.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from google.protobuf.message import Message as ProtoMessage
+from loyalty_common.consumer import Message
+from loyalty_common.proto.loyalty.ledger.v1.events_pb2 import Envelope
+from loyalty_common.proto.loyalty.rules.v1 import campaigns_pb2, tiers_pb2
+
+from notifier.adapters.publishing import message_id, publish
+from notifier.domain.templates import EVENT_KINDS, SAMPLE_VARIABLES, render, resolve_locale
+
+CHANNELS = ("email", "sms")
+DEFAULT_SETTINGS: dict[str, Any] = {
+    # Transactional messages (tier changed, downgrade warning, points expiring) go on
+    # these channels to every member with an address there, unless the member has
+    # withdrawn that channel's consent; marketing needs the channel's consent.
+    "transactional_channels": ["email"],
+    # Marketing messages per member and channel in any 7 days; more are suppressed.
+    "marketing_per_week": 3,
+    # Local times in the member's zone between which messages wait, e.g.
+    # {"start": "21:00", "end": "08:00"}; null: none.
+    "quiet_hours": None,
+}
+
+
+@dataclass(frozen=True)
+class Topics:
+    ledger: str
+    tiers: str
+    campaigns: str
+    notifications: str
+
+
+@dataclass(frozen=True)
+class Context:
+    topics: Topics
+    public_url: str  # where unsubscribe links point
+
+
+def _values(payload: ProtoMessage) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for field in payload.DESCRIPTOR.fields:
+        if field.message_type is not None:  # Timestamps
+            values[field.name] = (
+                getattr(payload, field.name).ToDatetime(tzinfo=UTC)
+                if payload.HasField(field.name)
+                else None
+            )
+        elif field.has_presence and not payload.HasField(field.name):
+            values[field.name] = None
+        else:
+            values[field.name] = getattr(payload, field.name)
+    return values
+
+
+def quiet_until(at: datetime, zone: str, quiet: dict[str, str] | None) -> datetime | None:
+    """The end of the quiet hours ``at`` falls in, in the member's zone; None if none."""
+    if not quiet:
+        return None
+    local = at.astimezone(ZoneInfo(zone))
+    start, end = time.fromisoformat(quiet["start"]), time.fromisoformat(quiet["end"])
+    now = local.time()
+    inside = start <= now < end if start <= end else (now >= start or now < end)
+    if not inside:
+        return None
+    day = local.date() if now < end else local.date() + timedelta(days=1)
+    return datetime.combine(day, end, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+async def _message(
+    conn: asyncpg.Connection,
+    context: Context,
+    *,
+    event_type: str,
+    payload: ProtoMessage,
+    event_id: str,
+    program_id: str,
+    member_id: str,
+    correlation_id: str,
+    replay: bool,
+    campaign_id: str | None = None,
+) -> None:
+    member = await conn.fetchrow(
+        """SELECT m.*, p.name AS program_name, p.default_locale, p.time_zone AS program_zone,
+                  p.settings
+             FROM members m JOIN programs p USING (program_id) WHERE m.member_id = $1""",
+        UUID(member_id),
+    )
+    assert member is not None  # the handler parks events of members it does not know
+    settings = {**DEFAULT_SETTINGS, **dict(member["settings"])}
+    kind = EVENT_KINDS[event_type]
+    zone = member["time_zone"] or member["program_zone"]
+    locale = resolve_locale(member["locale"], member["default_locale"])
+    now = datetime.now(UTC)
+    variables = {**_values(payload), "program_name": member["program_name"], "time_zone": zone}
+    for channel in CHANNELS:
+        recipient = member["email"] if channel == "email" else member["phone"]
+        if not recipient:
+            continue  # no address on that channel: nothing to decide
+        consent = dict(member["consents"]).get(channel)
+        reason = None
+        if replay:
+            reason = "replay"
+        elif kind == "marketing" and consent is not True:
+            reason = "no_consent"
+        elif kind == "transactional" and (
+            channel not in settings["transactional_channels"] or consent is False
+        ):
+            reason = "channel_off" if consent is not False else "no_consent"
+        elif kind == "marketing" and await _over_cap(conn, member_id, channel, now, settings):
+            reason = "frequency_cap"
+        mid = message_id(event_id, channel)
+        token = secrets.token_urlsafe(16) if kind == "marketing" else None
+        rendered = None
+        if reason is None:
+            values = dict(variables)
+            if token is not None:
+                values["unsubscribe_url"] = f"{context.public_url}/u/{token}"
+            wanted = SAMPLE_VARIABLES[event_type].keys()
+            rendered = render(event_type, channel, locale, {k: values.get(k) for k in wanted})
+        deferred = quiet_until(now, zone, settings["quiet_hours"]) if reason is None else None
+        row = await conn.fetchrow(
+            """INSERT INTO messages (message_id, event_id, channel, program_id, member_id,
+                                     event_type, kind, campaign_id, status, reason, recipient,
+                                     locale, subject, body_text, body_html, segments,
+                                     unsubscribe_token, correlation_id, next_attempt_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                       $17, $18, coalesce($19, now()))
+               ON CONFLICT DO NOTHING RETURNING *""",
+            mid,
+            UUID(event_id),
+            channel,
+            UUID(program_id),
+            UUID(member_id),
+            event_type,
+            kind,
+            UUID(campaign_id) if campaign_id else None,
+            "suppressed" if reason else "pending",
+            reason or ("quiet_hours" if deferred else None),
+            recipient,
+            locale,
+            rendered.subject if rendered else None,
+            rendered.text if rendered else None,
+            rendered.html if rendered else None,
+            rendered.sms_segments if rendered else None,
+            token if reason is None else None,
+            correlation_id,
+            deferred,
+        )
+        if row is not None and reason is not None:
+            await publish(
+                conn,
+                context.topics.notifications,
+                event_type="MessageSuppressed",
+                message=row,
+                payload={"reason": reason},
+                replay=replay,
+            )
+
+
+async def _over_cap(
+    conn: asyncpg.Connection,
+    member_id: str,
+    channel: str,
+    now: datetime,
+    settings: dict[str, Any],
+) -> bool:
+    cap = settings.get("marketing_per_week")
+    if cap is None:
+        return False
+    sent = await conn.fetchval(
+        """SELECT count(*) FROM messages
+            WHERE member_id = $1 AND channel = $2 AND kind = 'marketing'
+              AND status IN ('pending', 'sent') AND created_at > $3""",
+        UUID(member_id),
+        channel,
+        now - timedelta(days=7),
+    )
+    return bool(sent >= cap)
+
+
+async def _ledger_event(conn: asyncpg.Connection, data: bytes) -> bool:
+    """Apply a ledger event; True if it made members or programs known."""
+    envelope = Envelope.FromString(data)
+    kind = envelope.WhichOneof("payload")
+    if kind == "program_configured":
+        config = json.loads(envelope.program_configured.config)
+        await conn.execute(
+            """INSERT INTO programs (program_id, name, default_locale, time_zone)
+               VALUES ($1, $2, $3, $4)
+               ON CONFLICT (program_id) DO UPDATE SET name = $2, default_locale = $3,
+                      time_zone = $4""",
+            UUID(envelope.program_id),
+            config["name"],
+            config.get("default_locale", "en"),
+            config.get("time_zone", "UTC"),
+        )
+    elif kind == "member_enrolled":
+        enrolled = envelope.member_enrolled
+        await conn.execute(
+            """INSERT INTO members (member_id, program_id, email, phone, locale, time_zone,
+                                    consents)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (member_id) DO NOTHING""",
+            UUID(enrolled.member_id),
+            UUID(envelope.program_id),
+            enrolled.email if enrolled.HasField("email") else None,
+            enrolled.phone if enrolled.HasField("phone") else None,
+            enrolled.locale if enrolled.HasField("locale") else None,
+            enrolled.time_zone if enrolled.HasField("time_zone") else None,
+            dict(enrolled.consents),
+        )
+    elif kind == "consents_changed":
+        await conn.execute(
+            "UPDATE members SET consents = consents || $2 WHERE member_id = $1",
+            UUID(envelope.stream_id),
+            dict(envelope.consents_changed.consents),
+        )
+    return kind in ("program_configured", "member_enrolled")
+
+
+_CAMPAIGN_MESSAGES = {"offer_issued", "reward_granted", "points_expiring"}
+
+
+def handler(context: Context) -> Callable[[asyncpg.Connection, Message], Awaitable[None]]:
+    topics = context.topics
+
+    async def decide(conn: asyncpg.Connection, topic: str, value: bytes) -> None:
+        event: tiers_pb2.TierEvent | campaigns_pb2.CampaignEvent
+        if topic == topics.tiers:
+            event = tiers_pb2.TierEvent.FromString(value)
+        else:
+            event = campaigns_pb2.CampaignEvent.FromString(value)
+            if event.WhichOneof("payload") not in _CAMPAIGN_MESSAGES:
+                return
+        case = event.WhichOneof("payload")
+        if case is None:
+            return
+        payload = getattr(event, case)
+        if event.type == "TierChanged" and payload.reason == "enrolled":
+            return  # joining at the entry tier is the welcome's business, not a tier change
+        known = await conn.fetchval(
+            "SELECT 1 FROM members JOIN programs USING (program_id) WHERE member_id = $1",
+            UUID(event.member_id),
+        )
+        if not known:
+            # The enrolment (or the program's configuration) is on the ledger topic and
+            # has not been applied yet: the event waits for it (blocking the consumer on
+            # it would hold up that topic too).
+            await conn.execute(
+                "INSERT INTO waiting_events (member_id, topic, value) VALUES ($1, $2, $3)",
+                UUID(event.member_id),
+                topic,
+                value,
+            )
+            return
+        await _message(
+            conn,
+            context,
+            event_type=event.type,
+            payload=payload,
+            event_id=event.event_id,
+            program_id=event.program_id,
+            member_id=event.member_id,
+            correlation_id=event.correlation_id,
+            replay=event.replay,
+            campaign_id=payload.campaign_id if event.type == "OfferIssued" else None,
+        )
+
+    async def handle(conn: asyncpg.Connection, message: Message) -> None:
+        if message.value is None:
+            return
+        if message.topic != topics.ledger:
+            await decide(conn, message.topic, message.value)
+            return
+        if await _ledger_event(conn, message.value):
+            waiting = await conn.fetch(
+                """DELETE FROM waiting_events w
+                    WHERE EXISTS (SELECT 1 FROM members m JOIN programs p USING (program_id)
+                                   WHERE m.member_id = w.member_id)
+                RETURNING seq, topic, value"""
+            )
+            for row in sorted(waiting, key=lambda r: r["seq"]):
+                await decide(conn, row["topic"], row["value"])
+
+    return handle

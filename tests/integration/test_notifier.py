@@ -1,0 +1,254 @@
+"""The notifier end to end: ledger → relay → rules → tier topic → notifier → SMTP and
+SMS sinks, real processes on the embedded broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from loyalty_common.proto.loyalty.rules.v1 import tiers_pb2
+
+from tests.integration.conftest import NotifierProcess, Program, earn, enrol, new_program
+
+pytestmark = pytest.mark.usefixtures("relay", "follow", "rules")
+
+T = TypeVar("T")
+TIERS = "loyalty.tiers.events.v1"
+
+
+def eventually(probe: Callable[[], T | None], timeout: float = 30.0, what: str = "") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or probe}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def club(database_url: str, ledger_url: str) -> Program:
+    return new_program(database_url, ledger_url, "Dyrebutikken Klubb")
+
+
+def log_of(program: Program, notifier: NotifierProcess, member: str) -> list[dict[str, Any]]:
+    with httpx.Client(
+        base_url=notifier.url, headers={"Authorization": f"Bearer {program.admin_key}"}
+    ) as client:
+        response = client.get("/v1/messages", params={"member_id": member})
+        assert response.status_code == 200, response.text
+        return list(response.json()["messages"])
+
+
+def mails_to(notifier: NotifierProcess, address: str) -> list[dict[str, Any]]:
+    return [m for m in notifier.smtp.messages() if address in m["rcpt_tos"]]
+
+
+async def _tier_changes(bootstrap: str, member: str) -> list[tuple[bytes, list[Any]]]:
+    consumer = AIOKafkaConsumer(
+        TIERS,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=f"test-{uuid.uuid4().hex[:8]}",
+        session_timeout_ms=2000,
+    )
+    await consumer.start()
+    found: list[tuple[bytes, list[Any]]] = []
+    try:
+        for _ in range(20):
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                for m in messages:
+                    event = tiers_pb2.TierEvent.FromString(m.value)
+                    if event.member_id == member and event.type == "TierChanged":
+                        found.append((m.value, list(m.headers)))
+            if any(b"Silver" in value for value, _ in found):
+                break
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def _produce(bootstrap: str, key: str, value: bytes, headers: list[Any]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(TIERS, key=key.encode(), value=value, headers=headers)
+    finally:
+        await producer.stop()
+
+
+def test_a_tier_upgrade_is_one_email_in_the_members_language_even_when_redelivered(
+    club: Program, notifier: NotifierProcess, kafka_bootstrap: str
+) -> None:
+    address = f"kari-{uuid.uuid4().hex[:6]}@example.no"
+    with club.client() as api:
+        member = enrol(api, email=address, locale="nb", consents={"email": True})
+        earn(api, member, "5000.00")
+    mail = eventually(lambda: mails_to(notifier, address), what="the tier email")
+    assert len(mail) == 1
+    assert "Silver" in mail[0]["subject"]
+    assert mail[0]["idempotency_key"]
+    sent = [m for m in log_of(club, notifier, member) if m["status"] == "sent"]
+    assert [(m["event_type"], m["channel"], m["locale"]) for m in sent] == [
+        ("TierChanged", "email", "nb")
+    ]
+
+    # The same event again (a redelivery): no second message.
+    changes = asyncio.run(_tier_changes(kafka_bootstrap, member))
+    value, headers = next((v, h) for v, h in changes if b"Silver" in v)
+    asyncio.run(_produce(kafka_bootstrap, member, value, headers))
+    # The event replayed under a new id: recorded as not sent, because it is a replay.
+    replayed = tiers_pb2.TierEvent.FromString(value)
+    replayed.event_id, replayed.replay = str(uuid.uuid4()), True
+    asyncio.run(
+        _produce(
+            kafka_bootstrap,
+            member,
+            replayed.SerializeToString(),
+            [("event_id", replayed.event_id.encode())],
+        )
+    )
+    suppressed = eventually(
+        lambda: [m for m in log_of(club, notifier, member) if m["status"] == "suppressed"],
+        what="the replay in the delivery log",
+    )
+    assert [m["reason"] for m in suppressed] == ["replay"]
+    assert len(mails_to(notifier, address)) == 1
+
+
+def test_consent_decides_marketing_and_sms_carries_its_segments(
+    club: Program, notifier: NotifierProcess
+) -> None:
+    with httpx.Client(
+        base_url=notifier.url, headers={"Authorization": f"Bearer {club.admin_key}"}
+    ) as admin:
+
+        def configure() -> bool:
+            response = admin.put(
+                "/v1/settings",
+                json={"transactional_channels": ["email", "sms"], "marketing_per_week": 3},
+            )
+            return response.status_code == 200
+
+        eventually(configure, what="the program at the notifier")
+        phone = f"+4790{uuid.uuid4().int % 1_000_000:06d}"
+        address = f"ola-{uuid.uuid4().hex[:6]}@example.no"
+        with club.client() as api:
+            member = enrol(
+                api,
+                email=address,
+                phone=phone,
+                locale="sv",
+                consents={"email": False, "sms": True},
+            )
+            earn(api, member, "4600.00")  # 400 short of Silver: TierProgress (marketing)
+            progress = eventually(
+                lambda: (
+                    (
+                        done := [
+                            m for m in log_of(club, notifier, member) if m["status"] != "pending"
+                        ]
+                    )
+                    and len(done) == 2
+                    and done
+                ),
+                what="the progress messages",
+            )
+            outcome = {(m["channel"], m["status"], m["reason"]) for m in progress}
+            assert outcome == {("email", "suppressed", "no_consent"), ("sms", "sent", None)}
+            sms = eventually(
+                lambda: [s for s in notifier.sms.messages() if s["to"] == phone],
+                what="the SMS",
+            )
+            assert len(sms) == 1 and sms[0]["segments"] >= 1
+
+            stats = admin.get("/v1/messages/stats").json()
+            assert stats["suppressed"].get("no_consent", 0) >= 1
+
+            # The member stops SMS through the link in it: the ledger records it.
+            link = next(word for word in sms[0]["text"].split() if "/u/" in word)
+            assert httpx.get(link, timeout=10).status_code == 200
+            consents = api.get(f"/v1/members/{member}").json()["consents"]
+            assert consents == {"email": False, "sms": False}
+            events = api.get(f"/v1/members/{member}/events").json()["events"]
+            assert events[-1]["type"] == "ConsentsChanged"
+            assert events[-1]["reason"] == "unsubscribe link"
+
+
+def _progress_event(program_id: str, member: str) -> tiers_pb2.TierEvent:
+    event = tiers_pb2.TierEvent(
+        event_id=str(uuid.uuid4()),
+        type="TierProgress",
+        program_id=program_id,
+        member_id=member,
+        correlation_id="test",
+    )
+    event.occurred_at.GetCurrentTime()
+    event.recorded_at.GetCurrentTime()
+    progress = event.tier_progress
+    progress.current_tier, progress.next_tier = "Bronze", "Silver"
+    progress.qualifying_points, progress.points_to_next = 4700, 300
+    progress.period_end.FromDatetime(datetime(2027, 1, 1, tzinfo=UTC))
+    return event
+
+
+def test_quiet_hours_defer_and_the_cap_suppresses(
+    club: Program, notifier: NotifierProcess, kafka_bootstrap: str
+) -> None:
+    now = datetime.now(UTC)
+    quiet = {
+        "start": (now - timedelta(hours=1)).strftime("%H:%M"),
+        "end": (now + timedelta(hours=1)).strftime("%H:%M"),
+    }
+    with httpx.Client(
+        base_url=notifier.url, headers={"Authorization": f"Bearer {club.admin_key}"}
+    ) as admin:
+        eventually(
+            lambda: (
+                admin.put(
+                    "/v1/settings", json={"marketing_per_week": 1, "quiet_hours": quiet}
+                ).status_code
+                == 200
+            ),
+            what="the program at the notifier",
+        )
+        address = f"nils-{uuid.uuid4().hex[:6]}@example.dk"
+        with club.client() as api:
+            member = enrol(
+                api, email=address, locale="da", time_zone="UTC", consents={"email": True}
+            )
+        for _ in range(2):
+            event = _progress_event(club.program_id, member)
+            asyncio.run(
+                _produce(
+                    kafka_bootstrap,
+                    member,
+                    event.SerializeToString(),
+                    [("event_id", event.event_id.encode())],
+                )
+            )
+        log = eventually(
+            lambda: (entries := log_of(club, notifier, member)) and len(entries) == 2 and entries,
+            what="both progress messages in the log",
+        )
+        outcomes = sorted((m["status"], m["reason"]) for m in log)
+        assert outcomes == [("deferred", "quiet_hours"), ("suppressed", "frequency_cap")]
+        deferred = next(m for m in log if m["status"] == "deferred")
+        assert (
+            deferred["next_attempt_at"].startswith(
+                (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+            )
+            or deferred["next_attempt_at"] > now.isoformat()
+        )
+        assert mails_to(notifier, address) == []
+        stats = admin.get("/v1/messages/stats").json()
+        assert stats["deferred"] >= 1 and stats["suppressed"]["frequency_cap"] >= 1
