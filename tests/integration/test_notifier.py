@@ -23,7 +23,7 @@ T = TypeVar("T")
 TIERS = "loyalty.tiers.events.v1"
 
 
-def eventually(probe: Callable[[], T | None], timeout: float = 30.0, what: str = "") -> T:
+def eventually(probe: Callable[[], T | None], timeout: float = 90.0, what: str = "") -> T:
     deadline = time.monotonic() + timeout
     while True:
         found = probe()
@@ -252,3 +252,61 @@ def test_quiet_hours_defer_and_the_cap_suppresses(
         assert mails_to(notifier, address) == []
         stats = admin.get("/v1/messages/stats").json()
         assert stats["deferred"] >= 1 and stats["suppressed"]["frequency_cap"] >= 1
+
+
+def test_sms_is_retried_through_provider_errors_and_a_refusal_is_dead_lettered(
+    club: Program, notifier: NotifierProcess, kafka_bootstrap: str
+) -> None:
+    with httpx.Client(
+        base_url=notifier.url, headers={"Authorization": f"Bearer {club.admin_key}"}
+    ) as admin:
+        eventually(
+            lambda: (
+                admin.put(
+                    "/v1/settings", json={"marketing_per_week": None, "quiet_hours": None}
+                ).status_code
+                == 200
+            ),
+            what="the program at the notifier",
+        )
+    phones = [f"+4741{uuid.uuid4().int % 1_000_000:06d}" for _ in range(2)]
+    with club.client() as api:
+        members = [enrol(api, phone=p, consents={"sms": True}) for p in phones]
+    notifier.sms.fail(500, 2)  # the provider is down for two attempts
+    event = _progress_event(club.program_id, members[0])
+    asyncio.run(
+        _produce(
+            kafka_bootstrap,
+            members[0],
+            event.SerializeToString(),
+            [("event_id", event.event_id.encode())],
+        )
+    )
+    arrived = eventually(
+        lambda: [s for s in notifier.sms.messages() if s["to"] == phones[0]],
+        timeout=120,
+        what="the SMS after the provider recovered",
+    )
+    assert len(arrived) == 1
+    sent = eventually(
+        lambda: [m for m in log_of(club, notifier, members[0]) if m["status"] == "sent"],
+        what="the SMS marked sent",
+    )
+    assert sent[0]["attempts"] == 3
+
+    notifier.sms.fail(422, 1)  # refused for good: no retry
+    event = _progress_event(club.program_id, members[1])
+    asyncio.run(
+        _produce(
+            kafka_bootstrap,
+            members[1],
+            event.SerializeToString(),
+            [("event_id", event.event_id.encode())],
+        )
+    )
+    failed = eventually(
+        lambda: [m for m in log_of(club, notifier, members[1]) if m["status"] == "failed"],
+        what="the refused SMS dead-lettered",
+    )
+    assert "422" in failed[0]["reason"] and failed[0]["attempts"] == 1
+    assert [s for s in notifier.sms.messages() if s["to"] == phones[1]] == []

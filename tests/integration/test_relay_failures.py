@@ -84,13 +84,20 @@ async def _earns(program: Program, members: list[str], count: int) -> list[int]:
         gate = asyncio.Semaphore(32)
 
         async def one() -> int:
+            path = f"/v1/members/{random.choice(members)}/earn"
+            body, headers = purchase("10"), idem()
             async with gate:
-                response = await client.post(
-                    f"/v1/members/{random.choice(members)}/earn",
-                    json=purchase("10"),
-                    headers=idem(),
-                )
-                return response.status_code
+                for attempt in range(3):
+                    # A connection the server dropped under load is retried as a till
+                    # would: same Idempotency-Key, same body, so it earns once.
+                    try:
+                        response = await client.post(path, json=body, headers=headers)
+                    except httpx.TransportError:
+                        if attempt == 2:
+                            raise
+                        continue
+                    return response.status_code
+                raise AssertionError("unreachable")
 
         return await asyncio.gather(*(one() for _ in range(count)))
 

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.usefixtures("relay", "follow")
 T = TypeVar("T")
 
 
-def eventually(probe: Callable[[], T | None], timeout: float = 30.0, what: str = "") -> T:
+def eventually(probe: Callable[[], T | None], timeout: float = 90.0, what: str = "") -> T:
     deadline = time.monotonic() + timeout
     while True:
         found = probe()

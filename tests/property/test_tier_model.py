@@ -140,9 +140,14 @@ def test_engine_matches_model(
             events = state.qualifying_changed(rules, month, op[1], clock)
             reasons = {"qualified"}
         elif op[0] == "reverse":
+            # A refund takes back at most what that month earned (as at the ledger), so
+            # no bucket goes below zero.
             month = shift_month(month_key(clock, tz), op[1])
-            deltas.append((month, -op[2]))
-            events = state.qualifying_changed(rules, month, -op[2], clock)
+            points = min(op[2], sum(delta for m, delta in deltas if m == month))
+            if points <= 0:
+                continue
+            deltas.append((month, -points))
+            events = state.qualifying_changed(rules, month, -points, clock)
             reasons = {"reevaluated"}
         elif op[0] == "late":
             if not closed:
