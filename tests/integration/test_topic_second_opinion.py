@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from tests.integration.conftest import Program, RelayProcess, RulesProcess, earn, enrol
@@ -77,14 +78,23 @@ def test_librdkafka_and_protoc_read_the_tier_topic(
     with program.client() as api:
         member = enrol(api)
         earn(api, member, "5000.00")
+    # The rules service may be working through other tests' bursts of earns first.
+    with httpx.Client(
+        base_url=rules.url, timeout=30, headers={"Authorization": f"Bearer {program.admin_key}"}
+    ) as rules_api:
+        deadline = time.monotonic() + 180
+        while (tier := rules_api.get(f"/v1/members/{member}/tier")).status_code != 200 or (
+            tier.json()["tier"] != "Silver"
+        ):
+            assert time.monotonic() < deadline, f"the rules service never placed {member}"
+            time.sleep(0.2)
     topic = "loyalty.tiers.events.v1"
     consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "second-opinion-tiers"})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         decoded = ""
-        # The rules service may be working through other tests' bursts of earns.
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 60
         while 'to_tier: "Silver"' not in decoded:
             assert time.monotonic() < deadline, "the TierChanged never reached the topic"
             message = consumer.poll(0.5)

@@ -483,9 +483,15 @@ def _routes(app: FastAPI) -> None:
 
     @app.post("/v1/members/{member_id}/coupons", status_code=201, tags=["coupons"])
     async def issue_coupon(member_id: UUID, body: CouponRequest, caller: OpsWriter) -> JSONResponse:
-        spec = body.model_dump(exclude={"campaign_id", "reason"})
-        spec["campaign_id"] = str(body.campaign_id) if body.campaign_id else None
-        spec["value"] = Decimal(body.value)
+        spec = {
+            "kind": body.kind,
+            "value": Decimal(body.value),
+            "currency": body.currency,
+            "points_cost": body.points_cost,
+            "valid_from": body.valid_from,
+            "valid_until": body.valid_until,
+            "campaign_id": str(body.campaign_id) if body.campaign_id else None,
+        }
         return _respond(
             await caller.ledger.issue_coupon(caller.context(body.reason), member_id, spec)
         )

@@ -209,9 +209,9 @@ async def _ledger_event(conn: asyncpg.Connection, data: bytes) -> bool:
                ON CONFLICT (program_id) DO UPDATE SET name = $2, default_locale = $3,
                       time_zone = $4""",
             UUID(envelope.program_id),
-            config["name"],
-            config.get("default_locale", "en"),
-            config.get("time_zone", "UTC"),
+            str(config.get("name") or ""),
+            str(config.get("default_locale") or "en"),
+            str(config.get("time_zone") or "UTC"),
         )
     elif kind == "member_enrolled":
         enrolled = envelope.member_enrolled
