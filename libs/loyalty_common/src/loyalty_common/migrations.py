@@ -16,3 +16,30 @@ def upgrade(migrations: Path, dsn: str) -> None:
     config.set_main_option("script_location", str(migrations))
     config.set_main_option("sqlalchemy.url", sqlalchemy_url(dsn).replace("%", "%%"))
     command.upgrade(config, "head")
+
+
+def run_environment() -> None:
+    """What every service's alembic ``env.py`` runs.
+
+    Migrations are plain SQL scripts run through psycopg: psycopg sends a parameterless
+    statement over the simple query protocol, so a migration can be one SQL script with
+    functions and triggers in it.
+    """
+    from alembic import context
+    from sqlalchemy import create_engine, pool
+
+    config = context.config
+    url = config.get_main_option("sqlalchemy.url") or ""
+    if context.is_offline_mode():
+        context.configure(url=url, literal_binds=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            context.configure(connection=connection, transaction_per_migration=True)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
