@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -321,3 +322,29 @@ def notifier(
             [command_path("notifier"), "serve"], env, f"{url}/healthz", work / "notifier.log"
         ):
             yield NotifierProcess(url, notifier_database_url, smtp, sms)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def protoc_decode(
+    value: bytes,
+    message: str = "loyalty.ledger.v1.Envelope",
+    schema: str = "proto/loyalty/ledger/v1/events.proto",
+) -> str:
+    """Decode a message with protoc from proto/ alone (not the generated classes)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{ROOT / 'proto'}",
+            f"--decode={message}",
+            str(ROOT / schema),
+        ],
+        input=value,
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    return result.stdout.decode()

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from loyalty_common.proto.loyalty.rules.v1 import campaigns_pb2, tiers_pb2
 
 from tests.integration.conftest import (
@@ -28,6 +29,7 @@ from tests.integration.conftest import (
     enrol,
     idem,
     new_program,
+    protoc_decode,
     start_rules,
 )
 
@@ -534,3 +536,45 @@ def test_tier_progress_is_announced_once_near_the_next_threshold(
         assert [(p.current_tier, p.next_tier, p.points_to_next) for p in progress] == [
             ("Bronze", "Silver", 400)
         ]
+
+
+def test_librdkafka_and_protoc_read_the_tier_topic(
+    club: Program, rules: RulesProcess, kafka_bootstrap: str
+) -> None:
+    with club.client() as api:
+        member = enrol(api)
+        earn(api, member, "5000.00")
+    with httpx.Client(
+        base_url=rules.url, timeout=30, headers={"Authorization": f"Bearer {club.admin_key}"}
+    ) as rules_api:
+        deadline = time.monotonic() + 180
+        while (tier := rules_api.get(f"/v1/members/{member}/tier")).status_code != 200 or (
+            tier.json()["tier"] != "Silver"
+        ):
+            assert time.monotonic() < deadline, f"the rules service never placed {member}"
+            time.sleep(0.2)
+    topic = "loyalty.tiers.events.v1"
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "second-opinion-tiers"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        decoded = ""
+        deadline = time.monotonic() + 60
+        while 'to_tier: "Silver"' not in decoded:
+            assert time.monotonic() < deadline, "the TierChanged never reached the topic"
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:
+                continue
+            if message.key() == member.encode():
+                decoded = protoc_decode(
+                    message.value(),
+                    "loyalty.rules.v1.TierEvent",
+                    "proto/loyalty/rules/v1/tiers.proto",
+                )
+                headers = dict(message.headers() or [])
+                assert headers["event_id"].decode() in decoded
+        assert 'type: "TierChanged"' in decoded
+        assert 'from_tier: "Bronze"' in decoded
+        assert f'member_id: "{member}"' in decoded
+    finally:
+        consumer.close()
