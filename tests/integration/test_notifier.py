@@ -307,3 +307,182 @@ def test_sms_is_retried_through_provider_errors_and_a_refusal_is_dead_lettered(
     )
     assert "422" in failed[0]["reason"] and failed[0]["attempts"] == 1
     assert [s for s in notifier.sms.messages() if s["to"] == phones[1]] == []
+
+
+def _tier_changed_event(program_id: str, member: str) -> tiers_pb2.TierEvent:
+    event = tiers_pb2.TierEvent(
+        event_id=str(uuid.uuid4()),
+        type="TierChanged",
+        program_id=program_id,
+        member_id=member,
+        correlation_id="test",
+    )
+    event.occurred_at.GetCurrentTime()
+    event.recorded_at.GetCurrentTime()
+    changed = event.tier_changed
+    changed.from_tier, changed.to_tier, changed.reason = "Bronze", "Silver", "qualified"
+    changed.qualifying_points = 5200
+    changed.valid_until.FromDatetime(datetime(2028, 1, 1, tzinfo=UTC))
+    return event
+
+
+def _send(bootstrap: str, event: tiers_pb2.TierEvent) -> None:
+    asyncio.run(
+        _produce(
+            bootstrap,
+            event.member_id,
+            event.SerializeToString(),
+            [("event_id", event.event_id.encode())],
+        )
+    )
+
+
+def test_a_programs_own_template_is_checked_when_saved_and_used_when_sent(
+    club: Program, notifier: NotifierProcess, kafka_bootstrap: str
+) -> None:
+    path = "/v1/templates/TierChanged/email/en"
+    with httpx.Client(
+        base_url=notifier.url, headers={"Authorization": f"Bearer {club.admin_key}"}
+    ) as admin:
+        eventually(lambda: admin.get("/v1/settings").status_code == 200, what="the program")
+        default = admin.get(path).json()
+        assert default["overridden"] == [] and "to_tier" in default["variables"]
+        assert set(default["parts"]) == {"subject", "html", "text"}
+
+        # Refused when saved, naming the part: an unknown variable, a broken tag, an
+        # unknown filter; and an SMS has no subject.
+        for body, field in [
+            ({"subject": "Welcome to {{ tier_name }}"}, "subject"),
+            ({"subject": "Fine", "text": "{% if to_tier %}never closed"}, "text"),
+            ({"html": "<p>{{ qualifying_points|shout }}</p>"}, "html"),
+        ]:
+            refused = admin.put(path, json=body)
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["code"] == "invalid_template"
+            assert refused.json()["field"] == field
+        refused = admin.put("/v1/templates/TierChanged/sms/en", json={"subject": "x"})
+        assert refused.status_code == 422 and refused.json()["field"] == "subject"
+        # A marketing message must keep its unsubscribe link.
+        refused = admin.put(
+            "/v1/templates/TierProgress/sms/en", json={"text": "Only {{ points_to_next }}!"}
+        )
+        assert refused.status_code == 422 and "unsubscribe" in refused.json()["detail"]
+        assert admin.get("/v1/templates").json()["templates"] == []
+
+        subject = "{{ program_name }}: welcome to {{ to_tier }} ({{ qualifying_points|number }})"
+        saved = admin.put(path, json={"subject": subject})
+        assert saved.status_code == 200, saved.text
+        assert saved.json()["overridden"] == ["subject"]
+        assert saved.json()["parts"]["subject"] == subject
+        assert saved.json()["parts"]["text"] == default["parts"]["text"]
+
+    address = f"tove-{uuid.uuid4().hex[:6]}@example.com"
+    with club.client() as api:
+        member = enrol(api, email=address, locale="en", consents={"email": True})
+    _send(kafka_bootstrap, _tier_changed_event(club.program_id, member))
+    mail = eventually(lambda: mails_to(notifier, address), what="the tier email")
+    assert mail[0]["subject"] == "Dyrebutikken Klubb: welcome to Silver (5,200)"
+
+    with httpx.Client(
+        base_url=notifier.url, headers={"Authorization": f"Bearer {club.admin_key}"}
+    ) as admin:
+        assert admin.delete(path).status_code == 204
+        assert admin.get(path).json()["overridden"] == []
+
+
+class _Receiver:
+    """The program's own webhook endpoint: keeps each request; answers `statuses` in
+    turn, then 204."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        receiver = self
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.statuses = list(statuses)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append((dict(self.headers.items()), body))
+                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/loyalty"
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_programs_webhook_gets_each_event_once_signed_and_retried(
+    club: Program, notifier: NotifierProcess, kafka_bootstrap: str
+) -> None:
+    import base64
+    import json
+
+    from standardwebhooks.webhooks import Webhook
+
+    secret = "whsec_" + base64.b64encode(uuid.uuid4().bytes + uuid.uuid4().bytes).decode()
+    receiver = _Receiver([503])  # down for the first try
+    try:
+        with httpx.Client(
+            base_url=notifier.url, headers={"Authorization": f"Bearer {club.admin_key}"}
+        ) as admin:
+            eventually(lambda: admin.get("/v1/settings").status_code == 200, what="the program")
+            hook = {"url": receiver.url, "events": ["TierChanged", "TierProgress"]}
+            missing = admin.put("/v1/settings", json={"webhook": hook})
+            assert missing.status_code == 422
+            assert missing.json()["code"] == "webhook_secret_required"
+            bad = admin.put("/v1/settings", json={"webhook": {**hook, "secret": "whsec_abc"}})
+            assert bad.status_code == 422 and bad.json()["code"] == "validation_error"
+            saved = admin.put("/v1/settings", json={"webhook": {**hook, "secret": secret}})
+            assert saved.status_code == 200, saved.text
+            assert "secret" not in saved.json()["webhook"]
+            assert "secret" not in admin.get("/v1/settings").json()["webhook"]
+            # Changing the settings again keeps the secret.
+            assert admin.put("/v1/settings", json={"webhook": hook}).status_code == 200
+
+        with club.client() as api:
+            # No address and no consent: the member gets nothing, the program's system
+            # still hears of the tier change, with the consents to decide by.
+            member = enrol(api, locale="sv", consents={"email": False})
+        event = _tier_changed_event(club.program_id, member)
+        _send(kafka_bootstrap, event)
+        _send(kafka_bootstrap, event)  # redelivered
+        delivered = eventually(
+            lambda: [m for m in log_of(club, notifier, member) if m["status"] == "sent"],
+            timeout=60,
+            what="the webhook delivery after the endpoint recovered",
+        )
+        assert [(m["channel"], m["attempts"]) for m in delivered] == [("webhook", 2)]
+        assert len(receiver.requests) == 2
+        ids = {headers["webhook-id"] for headers, _ in receiver.requests}
+        assert ids == {delivered[0]["message_id"]}  # one id through the retry
+        headers, body = receiver.requests[-1]
+        payload = Webhook(secret).verify(body, headers)
+        assert payload == json.loads(body)
+        assert payload["type"] == "TierChanged"
+        data = payload["data"]
+        assert (data["member_id"], data["event_id"], data["to_tier"]) == (
+            member,
+            event.event_id,
+            "Silver",
+        )
+        assert (data["kind"], data["locale"], data["consents"]) == (
+            "transactional",
+            "sv",
+            {"email": False},
+        )
+        with pytest.raises(Exception, match="signature"):
+            Webhook("whsec_" + base64.b64encode(b"x" * 32).decode()).verify(body, headers)
+    finally:
+        receiver.close()

@@ -5,11 +5,13 @@ delivery worker and the outbox relay of its own topic."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 import asyncpg
@@ -25,9 +27,15 @@ from loyalty_common.logs import configure_logging
 from loyalty_common.outbox import OutboxRelay
 from loyalty_common.problems import JSONResponse, ProblemError, install_problem_handlers
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from notifier.config import NotifierSettings
+from notifier.domain.templates import (
+    SAMPLE_VARIABLES,
+    TemplateError,
+    default_templates,
+    validate_override,
+)
 from notifier.service_layer.deciding import (
     DEFAULT_SETTINGS,
     Context,
@@ -164,10 +172,51 @@ class QuietHours(BaseModel):
 
 
 Channel = Literal["email", "sms"]
+EventType = Literal[
+    "TierChanged",
+    "TierProgress",
+    "TierDowngradeWarning",
+    "OfferIssued",
+    "PointsExpiring",
+    "RewardGranted",
+]
+Locale = Literal["nb", "sv", "da", "en"]
+assert set(get_args(EventType)) == set(SAMPLE_VARIABLES)
 
 
 def _email_only() -> list[Channel]:
     return ["email"]
+
+
+def _every_event() -> list[EventType]:
+    return list(get_args(EventType))
+
+
+class WebhookSettings(BaseModel):
+    """The program's own endpoint, sent the events it names, signed with its secret."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: AnyHttpUrl
+    events: list[EventType] = Field(default_factory=_every_event, min_length=1)
+    secret: str | None = Field(
+        default=None,
+        description="Standard Webhooks signing secret, `whsec_` and base64 of 24 to 64 "
+        "random bytes. Write-only; needed when the webhook is first set, kept otherwise.",
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _signing_secret(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        prefix, _, encoded = value.partition("_")
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            key = b""
+        if prefix != "whsec" or not 24 <= len(key) <= 64:
+            raise ValueError("expected whsec_ and base64 of 24 to 64 random bytes")
+        return value
 
 
 class SettingsDocument(BaseModel):
@@ -177,6 +226,17 @@ class SettingsDocument(BaseModel):
     transactional_channels: list[Channel] = Field(default_factory=_email_only)
     marketing_per_week: int | None = Field(default=3, ge=0, le=100)
     quiet_hours: QuietHours | None = None
+    webhook: WebhookSettings | None = None
+
+
+class TemplateParts(BaseModel):
+    """Template sources replacing the default's parts: an email has subject, html and
+    text, an SMS text. Parts left out keep the default."""
+
+    model_config = ConfigDict(extra="forbid")
+    subject: str | None = Field(default=None, max_length=1000)
+    html: str | None = Field(default=None, max_length=100_000)
+    text: str | None = Field(default=None, max_length=20_000)
 
 
 def _message_view(row: asyncpg.Record) -> dict[str, Any]:
@@ -279,24 +339,165 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/v1/settings", tags=["settings"])
     async def get_settings(caller: Admin) -> JSONResponse:
+        """The program's settings (the webhook's secret is never shown)."""
         stored = await caller.pool.fetchval(
             "SELECT settings FROM programs WHERE program_id = $1", caller.program_id
         )
-        return JSONResponse({**DEFAULT_SETTINGS, **dict(stored or {})})
+        if stored is None:
+            raise ProblemError(
+                404, "program_not_found", "the notifier has not seen this program yet"
+            )
+        return JSONResponse({**DEFAULT_SETTINGS, **dict(stored)})
 
     @app.put("/v1/settings", tags=["settings"])
     async def put_settings(document: SettingsDocument, caller: Admin) -> JSONResponse:
-        settings = document.model_dump()
-        updated = await caller.pool.fetchval(
-            "UPDATE programs SET settings = $2 WHERE program_id = $1 RETURNING true",
+        """Replace the program's settings. A webhook keeps its secret unless a new one
+        is given; a webhook without one must give it."""
+        settings = document.model_dump(mode="json", exclude={"webhook": {"secret"}})
+        secret = document.webhook.secret if document.webhook else None
+        async with caller.pool.acquire() as conn, conn.transaction():
+            stored = await conn.fetchrow(
+                "SELECT webhook_secret FROM programs WHERE program_id = $1 FOR UPDATE",
+                caller.program_id,
+            )
+            if stored is None:
+                raise ProblemError(
+                    404, "program_not_found", "the notifier has not seen this program yet"
+                )
+            if document.webhook and not (secret or stored["webhook_secret"]):
+                raise ProblemError(
+                    422,
+                    "webhook_secret_required",
+                    "webhook.secret: a new webhook needs its signing secret",
+                    field="webhook.secret",
+                )
+            await conn.execute(
+                """UPDATE programs SET settings = $2,
+                          webhook_secret = CASE WHEN $3 THEN coalesce($4, webhook_secret) END
+                    WHERE program_id = $1""",
+                caller.program_id,
+                settings,
+                document.webhook is not None,
+                secret,
+            )
+        return JSONResponse(settings)
+
+    @app.get("/v1/templates", tags=["templates"])
+    async def list_templates(caller: Admin) -> JSONResponse:
+        """The program's template overrides (which parts of which templates)."""
+        rows = await caller.pool.fetch(
+            """SELECT event_type, channel, locale, parts, updated_at FROM template_overrides
+                WHERE program_id = $1 ORDER BY event_type, channel, locale""",
             caller.program_id,
-            settings,
+        )
+        return JSONResponse(
+            {
+                "templates": [
+                    {
+                        "event_type": r["event_type"],
+                        "channel": r["channel"],
+                        "locale": r["locale"],
+                        "overridden": sorted(dict(r["parts"])),
+                        "updated_at": r["updated_at"].isoformat(),
+                    }
+                    for r in rows
+                ]
+            }
+        )
+
+    async def _template_view(
+        pool: asyncpg.Pool, program_id: UUID, event_type: str, channel: str, locale: str
+    ) -> dict[str, Any]:
+        parts = await pool.fetchval(
+            """SELECT parts FROM template_overrides WHERE program_id = $1
+                  AND event_type = $2 AND channel = $3 AND locale = $4""",
+            program_id,
+            event_type,
+            channel,
+            locale,
+        )
+        overridden = dict(parts or {})
+        return {
+            "event_type": event_type,
+            "channel": channel,
+            "locale": locale,
+            "parts": {**default_templates(event_type, channel, locale), **overridden},
+            "overridden": sorted(overridden),
+            "variables": sorted(SAMPLE_VARIABLES[event_type]),
+        }
+
+    @app.get("/v1/templates/{event_type}/{channel}/{locale}", tags=["templates"])
+    async def get_template(
+        event_type: EventType, channel: Channel, locale: Locale, caller: Admin
+    ) -> JSONResponse:
+        """The template in use: each part's source (the program's where it overrode
+        it, else the default), and the variables it may use."""
+        return JSONResponse(
+            await _template_view(caller.pool, caller.program_id, event_type, channel, locale)
+        )
+
+    @app.put("/v1/templates/{event_type}/{channel}/{locale}", tags=["templates"])
+    async def put_template(
+        event_type: EventType,
+        channel: Channel,
+        locale: Locale,
+        document: TemplateParts,
+        caller: Admin,
+    ) -> JSONResponse:
+        """Override parts of a template. Each part is checked before it is saved: it
+        must compile, use only the event's variables and known filters, render in every
+        locale for every sample event, and (marketing) show the unsubscribe link; else
+        422 `invalid_template` naming the part and line. Replaces earlier overrides of
+        this template."""
+        parts = document.model_dump(exclude_none=True)
+        if not parts:
+            raise ProblemError(422, "validation_error", "give at least one part", field="parts")
+        for part, source in parts.items():
+            try:
+                validate_override(event_type, channel, part, source)
+            except TemplateError as error:
+                raise ProblemError(
+                    422,
+                    "invalid_template",
+                    str(error),
+                    field=error.field,
+                    line=error.line,
+                ) from None
+        updated = await caller.pool.fetchval(
+            """INSERT INTO template_overrides (program_id, event_type, channel, locale, parts)
+               SELECT $1, $2, $3, $4, $5 FROM programs WHERE program_id = $1
+               ON CONFLICT (program_id, event_type, channel, locale)
+               DO UPDATE SET parts = $5, updated_at = now() RETURNING true""",
+            caller.program_id,
+            event_type,
+            channel,
+            locale,
+            parts,
         )
         if not updated:
             raise ProblemError(
                 404, "program_not_found", "the notifier has not seen this program yet"
             )
-        return JSONResponse(settings)
+        return JSONResponse(
+            await _template_view(caller.pool, caller.program_id, event_type, channel, locale)
+        )
+
+    @app.delete(
+        "/v1/templates/{event_type}/{channel}/{locale}", tags=["templates"], status_code=204
+    )
+    async def delete_template(
+        event_type: EventType, channel: Channel, locale: Locale, caller: Admin
+    ) -> Response:
+        """Back to the default template."""
+        await caller.pool.execute(
+            """DELETE FROM template_overrides WHERE program_id = $1
+                  AND event_type = $2 AND channel = $3 AND locale = $4""",
+            caller.program_id,
+            event_type,
+            channel,
+            locale,
+        )
+        return Response(status_code=204)
 
     @app.get("/u/{token}", include_in_schema=False)
     async def unsubscribe(token: str, request: Request) -> HTMLResponse:

@@ -19,15 +19,26 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import orjson
+import structlog
 from google.protobuf.message import Message as ProtoMessage
 from loyalty_common.consumer import Message
 from loyalty_common.proto.loyalty.ledger.v1.events_pb2 import Envelope
 from loyalty_common.proto.loyalty.rules.v1 import campaigns_pb2, tiers_pb2
 
 from notifier.adapters.publishing import message_id, publish
-from notifier.domain.templates import EVENT_KINDS, SAMPLE_VARIABLES, render, resolve_locale
+from notifier.domain.templates import (
+    EVENT_KINDS,
+    SAMPLE_VARIABLES,
+    Rendered,
+    TemplateError,
+    render,
+    resolve_locale,
+)
 
-CHANNELS = ("email", "sms")
+log = structlog.get_logger("notifier.deciding")
+
+CHANNELS = ("email", "sms", "webhook")
 DEFAULT_SETTINGS: dict[str, Any] = {
     # Transactional messages (tier changed, downgrade warning, points expiring) go on
     # these channels to every member with an address there, unless the member has
@@ -38,6 +49,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # Local times in the member's zone between which messages wait, e.g.
     # {"start": "21:00", "end": "08:00"}; null: none.
     "quiet_hours": None,
+    # The program's own endpoint for these events, e.g.
+    # {"url": "https://crm.example/hooks/loyalty", "events": ["TierChanged"]}; null: none.
+    "webhook": None,
 }
 
 
@@ -85,6 +99,84 @@ def quiet_until(at: datetime, zone: str, quiet: dict[str, str] | None) -> dateti
     return datetime.combine(day, end, tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
+def _recipient(channel: str, member: asyncpg.Record, event_type: str, settings: Any) -> Any:
+    if channel == "email":
+        return member["email"]
+    if channel == "sms":
+        return member["phone"]
+    webhook = settings["webhook"]
+    return webhook["url"] if webhook and event_type in webhook["events"] else None
+
+
+def _decision(
+    channel: str, kind: str, consent: bool | None, settings: dict[str, Any], replay: bool
+) -> str | None:
+    """Why a message is not sent (None: it is), before the frequency cap."""
+    if replay:
+        return "replay"
+    if channel == "webhook":
+        # The program's own system: it gets every event it subscribed to, with the
+        # member's consents in the payload, and no caps or quiet hours.
+        return None
+    if kind == "marketing" and consent is not True:
+        return "no_consent"
+    if kind == "transactional" and consent is False:
+        return "no_consent"
+    if kind == "transactional" and channel not in settings["transactional_channels"]:
+        return "channel_off"
+    return None
+
+
+def _rendered(
+    event_type: str,
+    channel: str,
+    locale: str,
+    values: dict[str, Any],
+    overrides: dict[str, str] | None,
+) -> Rendered:
+    variables = {k: values.get(k) for k in SAMPLE_VARIABLES[event_type]}
+    if overrides:
+        try:
+            return render(event_type, channel, locale, variables, overrides)
+        except TemplateError as error:
+            # Checked against samples when saved; an event can still hold what no sample
+            # did. The member gets the default copy rather than nothing.
+            log.warning(
+                "template_override_failed", event_type=event_type, channel=channel, error=str(error)
+            )
+    return render(event_type, channel, locale, variables)
+
+
+def _webhook_body(
+    event_type: str,
+    kind: str,
+    *,
+    event_id: str,
+    program_id: str,
+    member: asyncpg.Record,
+    locale: str,
+    values: dict[str, Any],
+) -> str:
+    """The webhook's JSON body, in the Standard Webhooks shape (type, timestamp, data)."""
+    data = {k: v for k, v in values.items() if k not in ("program_name", "time_zone")}
+    return orjson.dumps(
+        {
+            "type": event_type,
+            "timestamp": datetime.now(UTC),
+            "data": {
+                "event_id": event_id,
+                "program_id": program_id,
+                "member_id": str(member["member_id"]),
+                "kind": kind,
+                "locale": locale,
+                "time_zone": values["time_zone"],
+                "consents": dict(member["consents"]),
+                **data,
+            },
+        }
+    ).decode()
+
+
 async def _message(
     conn: asyncpg.Connection,
     context: Context,
@@ -109,34 +201,55 @@ async def _message(
     kind = EVENT_KINDS[event_type]
     zone = member["time_zone"] or member["program_zone"]
     locale = resolve_locale(member["locale"], member["default_locale"])
+    overrides = {
+        row["channel"]: dict(row["parts"])
+        for row in await conn.fetch(
+            """SELECT channel, parts FROM template_overrides
+                WHERE program_id = $1 AND event_type = $2 AND locale = $3""",
+            UUID(program_id),
+            event_type,
+            locale,
+        )
+    }
     now = datetime.now(UTC)
     variables = {**_values(payload), "program_name": member["program_name"], "time_zone": zone}
     for channel in CHANNELS:
-        recipient = member["email"] if channel == "email" else member["phone"]
+        recipient = _recipient(channel, member, event_type, settings)
         if not recipient:
             continue  # no address on that channel: nothing to decide
         consent = dict(member["consents"]).get(channel)
-        reason = None
-        if replay:
-            reason = "replay"
-        elif kind == "marketing" and consent is not True:
-            reason = "no_consent"
-        elif kind == "transactional" and (
-            channel not in settings["transactional_channels"] or consent is False
+        reason = _decision(channel, kind, consent, settings, replay)
+        if (
+            reason is None
+            and kind == "marketing"
+            and channel != "webhook"
+            and await _over_cap(conn, member_id, channel, now, settings)
         ):
-            reason = "channel_off" if consent is not False else "no_consent"
-        elif kind == "marketing" and await _over_cap(conn, member_id, channel, now, settings):
             reason = "frequency_cap"
         mid = message_id(event_id, channel)
-        token = secrets.token_urlsafe(16) if kind == "marketing" else None
-        rendered = None
-        if reason is None:
+        token = None
+        subject = text = html = segments = None
+        if reason is None and channel == "webhook":
+            text = _webhook_body(
+                event_type,
+                kind,
+                event_id=event_id,
+                program_id=program_id,
+                member=member,
+                locale=locale,
+                values=variables,
+            )
+        elif reason is None:
             values = dict(variables)
-            if token is not None:
+            if kind == "marketing":
+                token = secrets.token_urlsafe(16)
                 values["unsubscribe_url"] = f"{context.public_url}/u/{token}"
-            wanted = SAMPLE_VARIABLES[event_type].keys()
-            rendered = render(event_type, channel, locale, {k: values.get(k) for k in wanted})
-        deferred = quiet_until(now, zone, settings["quiet_hours"]) if reason is None else None
+            rendered = _rendered(event_type, channel, locale, values, overrides.get(channel))
+            subject, text, html = rendered.subject, rendered.text, rendered.html
+            segments = rendered.sms_segments
+        deferred = None
+        if reason is None and channel != "webhook":
+            deferred = quiet_until(now, zone, settings["quiet_hours"])
         row = await conn.fetchrow(
             """INSERT INTO messages (message_id, event_id, channel, program_id, member_id,
                                      event_type, kind, campaign_id, status, reason, recipient,
@@ -157,11 +270,11 @@ async def _message(
             reason or ("quiet_hours" if deferred else None),
             recipient,
             locale,
-            rendered.subject if rendered else None,
-            rendered.text if rendered else None,
-            rendered.html if rendered else None,
-            rendered.sms_segments if rendered else None,
-            token if reason is None else None,
+            subject,
+            text,
+            html,
+            segments,
+            token,
             correlation_id,
             deferred,
         )

@@ -1,5 +1,6 @@
 """Sending the messages the notifier decided on: email over SMTP, SMS through the
-webhook contract (``loyalty_common.sinks`` documents it), with retries and a dead end.
+webhook contract (``loyalty_common.sinks`` documents it), and the program's own
+webhook signed as Standard Webhooks prescribe, with retries and a dead end.
 
 A batch of due messages is locked (``FOR UPDATE SKIP LOCKED``) for as long as it is
 being sent, and each message's outcome is committed with it, so replicas never send the
@@ -7,7 +8,7 @@ same message twice. What no database can promise is the moment between the provi
 accepting a message and the commit: a crash there sends it again on restart. Each
 message therefore carries its id as the provider's idempotency key (the SMS webhook's
 `Idempotency-Key`, the email's `Message-ID` and `X-Idempotency-Key`), and a provider
-that honours it delivers once.
+that honours it delivers once (a webhook receiver dedupes by `webhook-id`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -24,6 +25,7 @@ import asyncpg
 import httpx
 import structlog
 from prometheus_client import Counter
+from standardwebhooks.webhooks import Webhook
 
 from notifier.adapters.publishing import publish
 
@@ -102,7 +104,7 @@ class DeliveryWorker:
     async def send_due(self) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                """SELECT m.*, p.name AS program_name FROM messages m
+                """SELECT m.*, p.name AS program_name, p.webhook_secret FROM messages m
                      JOIN programs p USING (program_id)
                     WHERE m.status = 'pending' AND m.next_attempt_at <= now()
                     ORDER BY m.next_attempt_at LIMIT $1 FOR UPDATE OF m SKIP LOCKED""",
@@ -171,7 +173,9 @@ class DeliveryWorker:
     async def _send(self, row: asyncpg.Record) -> str:
         if row["channel"] == "email":
             return await self._send_email(row)
-        return await self._send_sms(row)
+        if row["channel"] == "sms":
+            return await self._send_sms(row)
+        return await self._send_webhook(row)
 
     async def _send_email(self, row: asyncpg.Record) -> str:
         message = email_of(row, self.providers)
@@ -202,10 +206,34 @@ class DeliveryWorker:
             json=body,
             headers={"Idempotency-Key": str(row["message_id"])},
         )
-        if response.status_code >= 500 or response.status_code == 429:
-            raise TemporaryError(f"SMS provider answered {response.status_code}")
-        if response.status_code >= 400:
-            raise PermanentError(
-                f"SMS provider answered {response.status_code}: {response.text[:300]}"
-            )
+        _check("SMS provider", response)
         return str(response.json().get("id", ""))
+
+    async def _send_webhook(self, row: asyncpg.Record) -> str:
+        """POST the event to the program's endpoint, signed with its secret: headers
+        `webhook-id` (the message id, the same on every retry), `webhook-timestamp` and
+        `webhook-signature` (HMAC-SHA256, Standard Webhooks v1)."""
+        if not row["webhook_secret"]:
+            raise PermanentError("the program's webhook has no secret")
+        message_id, now = str(row["message_id"]), datetime.now(UTC)
+        body = row["body_text"]
+        response = await self.http.post(
+            row["recipient"],
+            content=body.encode(),
+            headers={
+                "Content-Type": "application/json",
+                "webhook-id": message_id,
+                "webhook-timestamp": str(int(now.timestamp())),
+                "webhook-signature": Webhook(row["webhook_secret"]).sign(message_id, now, body),
+            },
+        )
+        _check("webhook endpoint", response)
+        return message_id
+
+
+def _check(provider: str, response: httpx.Response) -> None:
+    """5xx and 429 are worth another try; other 4xx are a refusal for good."""
+    if response.status_code >= 500 or response.status_code == 429:
+        raise TemporaryError(f"{provider} answered {response.status_code}")
+    if response.status_code >= 400:
+        raise PermanentError(f"{provider} answered {response.status_code}: {response.text[:300]}")
