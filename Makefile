@@ -24,6 +24,7 @@ bench: install
 	$(UV) run --no-sync python bench/run.py
 	$(UV) run --no-sync python bench/backbone.py
 	$(UV) run --no-sync python bench/rules.py
+	$(UV) run --no-sync python bench/notifier.py
 
 BUF := npx --yes @bufbuild/buf@1.75.0
 

@@ -18,6 +18,8 @@ import json
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,10 +48,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _program(dsn: str) -> tuple[str, str]:
+async def bench_program(dsn: str, name: str = "Rules Bench Club") -> tuple[str, str]:
+    """A new program with the default document (Bronze, Silver at 5,000, Gold); its id
+    and admin key."""
     conn = await connect(dsn)
     try:
-        created = await create_program(conn, "Rules Bench Club")
+        created = await create_program(conn, name)
     finally:
         await conn.close()
     key = next(k["key"] for k in created.api_keys if "admin" in k["scopes"])
@@ -162,38 +166,41 @@ async def measure(
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(listener, 60)
     stop.set()
-    sent, ok, seconds = await load
+    done = await load
     await consumer.stop()
     for conn in [*conns, till]:
         await conn.close()
     latencies = [arrivals[m] - responded[m] for m in measured if m in arrivals]
+    report(f"TierChanged on {TIERS_TOPIC}", latencies, members, done, rate)
+
+
+def report(
+    target: str, latencies: list[float], members: int, load: tuple[int, int, float], rate: float
+) -> None:
+    """The background rate achieved (`load` as `background` returns it) and the latency
+    from the earn's response to `target`: p50, p99, max."""
+    sent, ok, seconds = load
     print(
         f"background load: {ok:,} earns ({sent - ok} failed) in {seconds:.1f}s"
         f" = {ok / seconds:,.0f} earns/s (asked {rate:,.0f}/s)"
     )
     if not latencies:
-        print(f"earn response -> TierChanged on {TIERS_TOPIC}: none arrived within 60 s")
+        print(f"earn response -> {target}: none arrived within 60 s")
         return
     print(
-        f"earn response -> TierChanged on {TIERS_TOPIC}: {len(latencies)}/{members} arrived;"
+        f"earn response -> {target}: {len(latencies)}/{members} arrived;"
         f" p50 {percentile(latencies, 0.50) * 1000:,.0f} ms, p99"
         f" {percentile(latencies, 0.99) * 1000:,.0f} ms, max {max(latencies) * 1000:,.0f} ms"
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--members", type=int, default=100)
-    parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--background-members", type=int, default=500)
-    args = parser.parse_args()
-    print("# loyalty benchmark: rules service")
-    with fresh_database() as dsn, tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+@contextmanager
+def services(work: Path) -> Iterator[dict[str, str]]:
+    """A fresh, migrated database, the embedded broker, and `loyalty serve`, `loyalty
+    relay` and `rules serve` on them, until the block ends; yields their environment
+    (DATABASE_URL, LEDGER_URL, KAFKA_BOOTSTRAP_SERVERS, ...)."""
+    with fresh_database() as dsn:
         migrate(dsn)
-        program_id, key = asyncio.run(_program(dsn))
         broker = EmbeddedKafka(free_port(), work / "broker.log")
         rules_dsn = sibling_database(dsn, f"loyalty_rules_{uuid.uuid4().hex[:8]}")
         rules_key = service_key(dsn, "rules-bench")
@@ -231,19 +238,41 @@ def main() -> None:
                     work / "rules.log",
                 ),
             ):
-                print(f"program {program_id}; {args.members} members cross Silver (5,000 points)")
-                asyncio.run(
-                    measure(
-                        ledger_url,
-                        key,
-                        broker.bootstrap,
-                        args.members,
-                        args.rate,
-                        args.background_members,
-                    )
-                )
+                yield env
         finally:
             broker.stop()
+
+
+def load_options(
+    parser: argparse.ArgumentParser, members: int, rate: float, background_members: int
+) -> argparse.ArgumentParser:
+    """--members (who cross Silver, measured), --rate and --background-members (the
+    background earn load), with these defaults."""
+    parser.add_argument("--members", type=int, default=members)
+    parser.add_argument("--rate", type=float, default=rate)
+    parser.add_argument("--background-members", type=int, default=background_members)
+    return parser
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    args = load_options(parser, 100, 200.0, 500).parse_args()
+    print("# loyalty benchmark: rules service")
+    with tempfile.TemporaryDirectory() as tmp, services(Path(tmp)) as env:
+        program_id, key = asyncio.run(bench_program(env["DATABASE_URL"]))
+        print(f"program {program_id}; {args.members} members cross Silver (5,000 points)")
+        asyncio.run(
+            measure(
+                env["LEDGER_URL"],
+                key,
+                env["KAFKA_BOOTSTRAP_SERVERS"],
+                args.members,
+                args.rate,
+                args.background_members,
+            )
+        )
 
 
 if __name__ == "__main__":
