@@ -5,7 +5,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 UV_VERSION := 0.13.9
 
-.PHONY: install run test bench lint format proto clean
+.PHONY: install run test bench lint deploy-check format proto clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -28,12 +28,26 @@ bench: install
 
 BUF := npx --yes @bufbuild/buf@1.75.0
 
-lint: install
+lint: install deploy-check
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync ruff format --check .
 	$(UV) run --no-sync mypy
 	$(BUF) lint proto
 	$(BUF) breaking proto --against '.git#branch=main,subdir=proto'
+
+# The deployment files, offline (tests/deploy): hadolint on the Dockerfiles,
+# docker-compose.yml against the Compose specification's JSON schema and dclint, the
+# kustomize overlays rendered (kubectl kustomize) and checked against the Kubernetes
+# schemas (kubernetes-validate). The Python tools are dev dependencies; dclint, which
+# carries the Compose schema, comes from npm, pinned by deploy/tools/package-lock.json.
+# Once installed, nothing here needs the network.
+DEPLOY_TOOLS := deploy/tools/node_modules/.package-lock.json
+
+$(DEPLOY_TOOLS): deploy/tools/package.json deploy/tools/package-lock.json
+	npm ci --prefix deploy/tools --no-audit --no-fund --ignore-scripts
+
+deploy-check: install $(DEPLOY_TOOLS)
+	DEPLOY_CHECK_STRICT=1 $(UV) run --no-sync pytest tests/deploy -q
 
 
 proto: install
