@@ -19,9 +19,11 @@ from collections.abc import Mapping
 from uuid import UUID
 
 import asyncpg
+import structlog
 from prometheus_client import Counter, Gauge
 
 from loyalty_common.relay import CommitOrderRelay, Lag, Outgoing
+from loyalty_common.telemetry import TRACEPARENT, current_traceparent
 
 OUTBOX_DDL = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -67,7 +69,16 @@ async def append(
 
     An event id already in the outbox is not added again (a cause applied twice, for
     example after a lost acknowledgement, publishes once); returns whether it was new.
+    The current trace (``traceparent``) and the correlation id bound for logging travel
+    with it as headers.
     """
+    carried = dict(headers or {})
+    traceparent = current_traceparent()
+    if traceparent:
+        carried.setdefault(TRACEPARENT, traceparent)
+    correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
+    if correlation_id:
+        carried.setdefault("correlation_id", str(correlation_id))
     added = await conn.fetchval(
         """INSERT INTO outbox (event_id, topic, key, payload, headers)
            VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING
@@ -76,7 +87,7 @@ async def append(
         topic,
         key,
         payload,
-        dict(headers or {}),  # the pool's jsonb codec encodes it
+        carried,  # the pool's jsonb codec encodes it
     )
     return bool(added)
 

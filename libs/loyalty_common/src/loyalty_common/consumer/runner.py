@@ -34,7 +34,7 @@ from aiokafka.client import ConnectionGroup
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 from aiokafka.protocol.group import LeaveGroupRequest
 from aiokafka.structs import TopicPartition
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from loyalty_common.consumer import inbox
 from loyalty_common.consumer.policy import (
@@ -47,12 +47,18 @@ from loyalty_common.consumer.policy import (
     held_back_headers,
 )
 from loyalty_common.kafka import ensure_topic
+from loyalty_common.telemetry import TRACEPARENT, continued
 
 # In the process's default registry, which the services export at /metrics.
 CONSUMER_LAG = Gauge(
     "loyalty_consumer_lag_messages",
     "Messages of a partition not yet settled by a consumer group",
     ["group", "topic", "partition"],
+)
+DEAD_LETTERED = Counter(
+    "loyalty_consumer_dead_lettered_total",
+    "Messages a consumer group gave up on and sent to the dead-letter topic",
+    ["group", "topic"],
 )
 
 log = structlog.get_logger("consumer")
@@ -200,6 +206,8 @@ class EventConsumer:
             await self._close()
             return
         self.running = True
+        for topic in self.topics:  # exported from the start, at 0
+            DEAD_LETTERED.labels(self.group, topic)
         self.log.info("consumer_started", topics=self.topics)
 
     async def run(self) -> None:
@@ -378,14 +386,29 @@ class EventConsumer:
         if tp not in self._owned:
             return  # fetched before a revocation; the next owner reads it
         message, missing = self._message(record)
-        bound = self.log.bind(
-            partition=_tp_text(tp), offset=message.offset, event_id=message.event_id or None
-        )
-        if await self._settle(message, missing, bound):
-            await self._commit(tp, message.offset + 1, bound)
-            self.lag()  # keeps the exported gauge current
-        else:
-            bound.info("message_left_uncommitted")
+        headers = dict(message.headers)
+        # The trace and correlation id of whatever wrote the event go on through the
+        # handler: its log lines carry them, and so do the events it writes.
+        traceparent = headers.get(TRACEPARENT)
+        correlation_id = headers.get("correlation_id")
+        with (
+            continued(
+                f"{message.topic} process",
+                traceparent.decode() if traceparent else None,
+                attributes={"messaging.consumer.group.name": self.group},
+            ),
+            structlog.contextvars.bound_contextvars(
+                correlation_id=correlation_id.decode() if correlation_id else None
+            ),
+        ):
+            bound = self.log.bind(
+                partition=_tp_text(tp), offset=message.offset, event_id=message.event_id or None
+            )
+            if await self._settle(message, missing, bound):
+                await self._commit(tp, message.offset + 1, bound)
+                self.lag()  # keeps the exported gauge current
+            else:
+                bound.info("message_left_uncommitted")
 
     def _message(self, record: Any) -> tuple[Message, MissingEventIdError | None]:
         headers = tuple((str(k), bytes(v)) for k, v in (record.headers or ()))
@@ -492,6 +515,7 @@ class EventConsumer:
             if not await self._keep_trying(message, "block_key", bound, block):
                 return False
         self.counts.dead_lettered += 1
+        DEAD_LETTERED.labels(self.group, message.topic).inc()
         bound.error(
             "message_dead_lettered",
             dlq_topic=topic,

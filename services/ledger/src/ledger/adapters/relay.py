@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncpg
 from loyalty_common.relay import CommitOrderRelay, Outgoing
+from loyalty_common.telemetry import TRACEPARENT
 
 from ledger.adapters.protobuf import envelope_bytes
 
@@ -19,7 +20,8 @@ class Relay(CommitOrderRelay):
     table = "events"
     sequence = "position"
     columns = """event_id, program_id, stream_id, version, type, data, occurred_at,
-                 recorded_at, actor, reason, correlation_id, causation_id, position"""
+                 recorded_at, actor, reason, correlation_id, causation_id, position,
+                 trace_context"""
     cursor_table = "relay_cursors"
 
     def __init__(
@@ -55,5 +57,7 @@ class Relay(CommitOrderRelay):
                 ("event_id", str(row["event_id"]).encode()),
                 ("type", row["type"].encode()),
                 ("content-type", b"application/x-protobuf"),
+                ("correlation_id", row["correlation_id"].encode()),
+                *([(TRACEPARENT, row["trace_context"].encode())] if row["trace_context"] else []),
             ],
         )

@@ -129,11 +129,12 @@ WITH m AS (
     RETURNING member_id
 ), e AS (
     INSERT INTO events (event_id, program_id, stream_id, version, type, data, occurred_at,
-                        recorded_at, actor, reason, correlation_id, causation_id)
+                        recorded_at, actor, reason, correlation_id, causation_id, trace_context)
     SELECT x.event_id, $2, m.member_id::text, x.version, x.type, x.data, x.occurred_at,
-           $16, $17, $18, $19, $20
+           $16, $17, $18, $19, $20, x.trace_context
       FROM m, jsonb_to_recordset($15::jsonb)
-           AS x(event_id uuid, version int, type text, data jsonb, occurred_at timestamptz)
+           AS x(event_id uuid, version int, type text, data jsonb, occurred_at timestamptz,
+                trace_context text)
     RETURNING position
 ), l AS (
     INSERT INTO lots (lot_id, member_id, earned_at, expires_at, available_at, original,
@@ -217,6 +218,7 @@ class EventMeta:
     recorded_at: datetime
     reason: str | None = None
     causation_id: str | None = None
+    trace_context: str | None = None  # W3C traceparent of the request that wrote them
 
 
 @dataclass
@@ -340,6 +342,7 @@ async def save_member(
                 "type": event_type,
                 "data": data,
                 "occurred_at": (occurred_at(event) or meta.recorded_at).isoformat(),
+                "trace_context": meta.trace_context,
             }
         )
     coupons = [coupon_to_row(account.coupons[i]) for i in sorted(account.touched_coupons)]

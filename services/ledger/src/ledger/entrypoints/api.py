@@ -20,12 +20,20 @@ from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from loyalty_common.db import create_pool
 from loyalty_common.embedded import resolve_database_url
+from loyalty_common.health import readiness
 from loyalty_common.logs import configure_logging
 from loyalty_common.problems import (
     JSONResponse,
     ProblemError,
     install_problem_handlers,
     problem_response,
+)
+from loyalty_common.telemetry import (
+    TELEMETRY,
+    bind_correlation,
+    instrument,
+    metrics_response,
+    setup_tracing,
 )
 from pydantic import AwareDatetime
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -114,6 +122,7 @@ async def _clock_loop(ledger: Ledger, interval: float) -> None:
 def create_app(settings: LedgerSettings | None = None) -> FastAPI:
     settings = settings or LedgerSettings()
     configure_logging(settings.log_level)
+    setup_tracing("ledger")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -145,10 +154,9 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
         description="Points ledger: earn, redeem, reverse, balances and the event store.",
         lifespan=lifespan,
         default_response_class=JSONResponse,
-        # Nothing configures OpenTelemetry yet; left on, FastAPI looks the global
-        # providers up (environment reads included) on every request.
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        telemetry=TELEMETRY,
     )
+    instrument(app)
     install_problem_handlers(app)
 
     async def on_ledger_error(_: Request, exc: Exception) -> Response:
@@ -256,10 +264,12 @@ def reader(scope: str) -> Callable[..., Awaitable[Caller]]:
     async def dependency(
         request: Request, credentials: Credentials, correlation_id: CorrelationId = None
     ) -> Caller:
+        correlation_id = correlation_id or str(uuid4())
+        bind_correlation(correlation_id)
         return Caller(
             await _authenticate(request, credentials, scope),
             request.app.state.ledger,
-            correlation_id or str(uuid4()),
+            correlation_id,
         )
 
     return dependency
@@ -275,10 +285,12 @@ def writer(scope: str) -> Callable[..., Awaitable[Caller]]:
         correlation_id: CorrelationId = None,
         causation_id: CausationId = None,
     ) -> Caller:
+        correlation_id = correlation_id or str(uuid4())
+        bind_correlation(correlation_id)
         return Caller(
             await _authenticate(request, credentials, scope),
             request.app.state.ledger,
-            correlation_id or str(uuid4()),
+            correlation_id,
             idempotency_key,
             await _request_hash(request),
             causation_id or None,
@@ -335,7 +347,18 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 def _routes(app: FastAPI) -> None:
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
+        """Alive."""
         return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready: the database answers. (The ledger does not need Kafka to take writes:
+        the relay publishes them when the broker is back.)"""
+        return await readiness(request.app.state.ledger.pool)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return metrics_response()
 
     @app.get("/v1/keys/self", tags=["program"])
     async def key_self(request: Request, credentials: Credentials) -> JSONResponse:

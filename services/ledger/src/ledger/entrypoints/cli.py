@@ -415,6 +415,11 @@ def serve() -> None:
         # the workers find it through the environment.
         os.environ["DATABASE_URL"] = _dsn(settings)
     migrate(os.environ.get("DATABASE_URL") or settings.database_url or "")
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # /metrics, answered by any one worker, sums what all of them counted.
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ledger-metrics-")
     uvicorn.run(
         "ledger.entrypoints.api:create_app",
         factory=True,

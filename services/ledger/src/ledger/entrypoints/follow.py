@@ -10,10 +10,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Response
 from loyalty_common.consumer import EventConsumer
 from loyalty_common.db import create_pool
+from loyalty_common.health import readiness
 from loyalty_common.kafka import ensure_topic
 from loyalty_common.logs import configure_logging
 from loyalty_common.problems import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from loyalty_common.telemetry import metrics_response, setup_tracing
 
 from ledger.adapters.following import handler
 from ledger.config import LedgerSettings
@@ -21,6 +22,7 @@ from ledger.config import LedgerSettings
 
 def create_follow_app(settings: LedgerSettings) -> FastAPI:
     configure_logging(settings.log_level)
+    setup_tracing("ledger-follow")
     bootstrap = settings.kafka_bootstrap_servers
     if not bootstrap or not settings.database_url:
         raise SystemExit("loyalty follow needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS")
@@ -46,7 +48,7 @@ def create_follow_app(settings: LedgerSettings) -> FastAPI:
             dlq_replication_factor=settings.kafka_replication_factor,
             consumer_options={"session_timeout_ms": settings.kafka_session_timeout_ms},
         )
-        app.state.consumer = consumer
+        app.state.consumer, app.state.pool = consumer, pool
         task = asyncio.create_task(consumer.run())
         try:
             yield
@@ -69,8 +71,13 @@ def create_follow_app(settings: LedgerSettings) -> FastAPI:
             {"status": "ok", "group": settings.follow_group, "lag": sum(consumer.lag().values())}
         )
 
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Ready: the database and the broker answer."""
+        return await readiness(app.state.pool, bootstrap)
+
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return metrics_response()
 
     return app

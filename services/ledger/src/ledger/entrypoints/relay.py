@@ -6,8 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from fastapi import FastAPI, Response
 from loyalty_common.db import create_pool
+from loyalty_common.health import readiness
 from loyalty_common.logs import configure_logging
 from loyalty_common.problems import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
@@ -82,16 +84,26 @@ def create_relay_app(settings: LedgerSettings) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
+        """Alive, with the lag when the database answers (null when it does not: a
+        restart would not bring it back, so that is /readyz's business)."""
         relay: Relay = app.state.relay
-        lag = await relay.lag()
+        try:
+            lag = await asyncio.wait_for(relay.lag(), 2)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            lag = None
         return JSONResponse(
             {
                 "status": "ok",
                 "broker": "up" if relay.broker_up else "down",
                 "published": relay.published,
-                "lag_events": lag.events,
-                "lag_seconds": round(lag.seconds, 3),
+                "lag_events": lag.events if lag else None,
+                "lag_seconds": round(lag.seconds, 3) if lag else None,
             }
         )
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Ready: the database and the broker answer."""
+        return await readiness(app.state.relay.pool, bootstrap)
 
     return app

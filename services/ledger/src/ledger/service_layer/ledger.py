@@ -19,6 +19,9 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
+import structlog
+from loyalty_common.telemetry import current_traceparent
+from prometheus_client import Counter as Metric
 
 from ledger.adapters import repository
 from ledger.adapters.codec import coupon_from_row, profile_of
@@ -26,7 +29,7 @@ from ledger.adapters.repository import EventMeta, IdempotencyRecord, Loaded
 from ledger.domain.account import Balance, Coupon, MemberAccount, Purchase
 from ledger.domain.benefits import BonusCampaign, earn_bonuses
 from ledger.domain.errors import CardAlreadyLinkedError, CardNotLinkedError
-from ledger.domain.events import EarnReversed, MemberEnrolled
+from ledger.domain.events import EarnReversed, Event, MemberEnrolled, PointsEarned, PointsRedeemed
 from ledger.domain.program import ProgramConfig
 from ledger.service_layer.errors import (
     AsOfInFutureError,
@@ -59,6 +62,37 @@ class RequestContext:
     request_hash: bytes | None = None
     reason: str | None = None
     causation_id: str | None = None
+
+
+log = structlog.get_logger("ledger")
+EARNS = Metric("loyalty_earns_total", "Earn transactions written", ["program_id"])
+REDEMPTIONS = Metric("loyalty_redemptions_total", "Redemptions written", ["program_id"])
+POINTS = Metric("loyalty_points_total", "Points earned and redeemed", ["program_id", "direction"])
+
+
+def _record(program_id: UUID, member_id: str, event: Event) -> None:
+    """Metrics and log line of points a command moved (once it is committed)."""
+    program = str(program_id)
+    if isinstance(event, PointsEarned):
+        EARNS.labels(program).inc()
+        POINTS.labels(program, "earned").inc(event.points)
+        log.info(
+            "points_earned",
+            program_id=program,
+            member_id=member_id,
+            transaction_id=event.transaction_id,
+            points=event.points,
+        )
+    elif isinstance(event, PointsRedeemed):
+        REDEMPTIONS.labels(program).inc()
+        POINTS.labels(program, "redeemed").inc(event.points)
+        log.info(
+            "points_redeemed",
+            program_id=program,
+            member_id=member_id,
+            transaction_id=event.transaction_id,
+            points=event.points,
+        )
 
 
 def _balance_summary(account: MemberAccount) -> dict[str, int]:
@@ -119,16 +153,17 @@ class Ledger:
             self._in_flight.add(flight)
         try:
             for attempt in range(_ATTEMPTS):
+                written: list[tuple[str, Event]] = []
                 async with self.pool.acquire() as conn:
                     try:
                         if attempt == 0:
                             outcome = await self._attempt(
-                                conn, ctx, decide, status, enrol, load, locked=False
+                                conn, ctx, decide, status, enrol, load, written, locked=False
                             )
                         else:
                             async with conn.transaction():
                                 outcome = await self._attempt(
-                                    conn, ctx, decide, status, enrol, load, locked=True
+                                    conn, ctx, decide, status, enrol, load, written, locked=True
                                 )
                     except asyncpg.UniqueViolationError as exc:
                         self._raise_for_constraint(exc)
@@ -136,6 +171,8 @@ class Ledger:
                     except repository.StaleTransactionError:
                         continue
                 if outcome is not None:
+                    for member_id, event in written:
+                        _record(ctx.program_id, member_id, event)
                     return outcome
             raise ContentionError("the member is being changed by many requests; retry")
         finally:
@@ -168,9 +205,12 @@ class Ledger:
         status: int,
         enrol: Callable[[Loaded, datetime], MemberAccount] | None,
         load: dict[str, Any],
+        written: list[tuple[str, Event]],
         *,
         locked: bool,
     ) -> Outcome | None:
+        """One try of a command; None if it lost a race. ``written`` gets the events it
+        appended."""
         loaded = await repository.load_member(
             conn, ctx.program_id, idempotency_key=ctx.idempotency_key, for_update=locked, **load
         )
@@ -212,6 +252,7 @@ class Ledger:
             recorded_at=now,
             reason=ctx.reason,
             causation_id=ctx.causation_id,
+            trace_context=current_traceparent(),
         )
         saved = await repository.save_member(
             conn,
@@ -221,7 +262,10 @@ class Ledger:
             meta=meta,
             idempotency=record,
         )
-        return (status, body) if saved else None
+        if not saved:
+            return None
+        written.extend((account.member_id, event) for event in account.new_events)
+        return status, body
 
     # -- member commands ----------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
+from loyalty_common.telemetry import current_traceparent
 
 from ledger.adapters.codec import encode_event
 from ledger.adapters.repository import StaleTransactionError, ensure_stream_order
@@ -110,8 +111,8 @@ async def _configure(
         )
         await conn.execute(
             "INSERT INTO events (event_id, program_id, stream_id, version, type, data,"
-            " occurred_at, recorded_at, actor, correlation_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
+            " occurred_at, recorded_at, actor, correlation_id, trace_context)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)",
             uuid4(),
             program_id,
             stream,
@@ -121,6 +122,7 @@ async def _configure(
             now,
             actor,
             correlation_id,
+            current_traceparent(),
         )
         body = {"program_id": str(program_id), "version": version, **config}
         if idempotency is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,11 +23,12 @@ from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from loyalty_common.consumer import EventConsumer
 from loyalty_common.db import create_pool
+from loyalty_common.health import liveness, readiness
 from loyalty_common.ledger_keys import ApiKey, KeyChecker, require
 from loyalty_common.logs import configure_logging
 from loyalty_common.outbox import OutboxRelay
 from loyalty_common.problems import JSONResponse, ProblemError, install_problem_handlers
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from loyalty_common.telemetry import TELEMETRY, instrument, metrics_response, setup_tracing
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from notifier.config import NotifierSettings
@@ -49,6 +51,7 @@ log = structlog.get_logger("notifier")
 
 def create_app(settings: NotifierSettings, database_url: str) -> FastAPI:
     configure_logging(settings.log_level)
+    setup_tracing("notifier")
     bootstrap = settings.kafka_bootstrap_servers
     if not bootstrap:
         raise SystemExit("the notifier needs KAFKA_BOOTSTRAP_SERVERS")
@@ -96,7 +99,7 @@ def create_app(settings: NotifierSettings, database_url: str) -> FastAPI:
             notifications_topic=topics.notifications,
             max_attempts=settings.max_attempts,
         )
-        app.state.consumer, app.state.relay = consumer, relay
+        app.state.consumer, app.state.relay, app.state.bootstrap = consumer, relay, bootstrap
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(consumer.run()),
@@ -118,8 +121,9 @@ def create_app(settings: NotifierSettings, database_url: str) -> FastAPI:
         summary="Tier, campaign and expiry messages by email and SMS",
         lifespan=lifespan,
         default_response_class=JSONResponse,
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        telemetry=TELEMETRY,
     )
+    instrument(app)
     install_problem_handlers(app)
     _routes(app)
     return app
@@ -271,21 +275,17 @@ _UNSUBSCRIBED = """<!doctype html><html><head><meta charset="utf-8">
 def _routes(app: FastAPI) -> None:
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> JSONResponse:
-        await request.app.state.pool.fetchval("SELECT 1")
-        consumer: EventConsumer = request.app.state.consumer
-        outbox = await request.app.state.relay.lag()
-        return JSONResponse(
-            {
-                "status": "ok",
-                "consumer_lag": sum(consumer.lag().values()),
-                "outbox_lag": outbox.events,
-            }
-        )
+        return await liveness(request.app.state.consumer, request.app.state.relay)
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        return await readiness(request.app.state.pool, request.app.state.bootstrap)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
-        await request.app.state.relay.lag()
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError):
+            await request.app.state.relay.lag()  # refreshes the outbox gauges
+        return metrics_response()
 
     @app.get("/v1/messages", tags=["messages"])
     async def messages(

@@ -25,6 +25,8 @@ from google.protobuf.message import Message as ProtoMessage
 from loyalty_common.consumer import Message
 from loyalty_common.proto.loyalty.ledger.v1.events_pb2 import Envelope
 from loyalty_common.proto.loyalty.rules.v1 import campaigns_pb2, tiers_pb2
+from loyalty_common.telemetry import continued, current_traceparent
+from opentelemetry.trace import SpanKind
 
 from notifier.adapters.publishing import message_id, publish
 from notifier.domain.templates import (
@@ -254,9 +256,10 @@ async def _message(
             """INSERT INTO messages (message_id, event_id, channel, program_id, member_id,
                                      event_type, kind, campaign_id, status, reason, recipient,
                                      locale, subject, body_text, body_html, segments,
-                                     unsubscribe_token, correlation_id, next_attempt_at)
+                                     unsubscribe_token, correlation_id, next_attempt_at,
+                                     trace_context)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                       $17, $18, coalesce($19, now()))
+                       $17, $18, coalesce($19, now()), $20)
                ON CONFLICT DO NOTHING RETURNING *""",
             mid,
             UUID(event_id),
@@ -277,8 +280,20 @@ async def _message(
             token,
             correlation_id,
             deferred,
+            current_traceparent(),
         )
-        if row is not None and reason is not None:
+        if row is None:
+            continue  # decided before
+        log.info(
+            "message_decided",
+            message_id=str(mid),
+            event_type=event_type,
+            channel=channel,
+            member_id=member_id,
+            status=row["status"],
+            reason=row["reason"],
+        )
+        if reason is not None:
             await publish(
                 conn,
                 context.topics.notifications,
@@ -378,10 +393,12 @@ def handler(context: Context) -> Callable[[asyncpg.Connection, Message], Awaitab
             # has not been applied yet: the event waits for it (blocking the consumer on
             # it would hold up that topic too).
             await conn.execute(
-                "INSERT INTO waiting_events (member_id, topic, value) VALUES ($1, $2, $3)",
+                """INSERT INTO waiting_events (member_id, topic, value, trace_context)
+                   VALUES ($1, $2, $3, $4)""",
                 UUID(event.member_id),
                 topic,
                 value,
+                current_traceparent(),
             )
             return
         await _message(
@@ -408,9 +425,13 @@ def handler(context: Context) -> Callable[[asyncpg.Connection, Message], Awaitab
                 """DELETE FROM waiting_events w
                     WHERE EXISTS (SELECT 1 FROM members m JOIN programs p USING (program_id)
                                    WHERE m.member_id = w.member_id)
-                RETURNING seq, topic, value"""
+                RETURNING seq, topic, value, trace_context"""
             )
             for row in sorted(waiting, key=lambda r: r["seq"]):
-                await decide(conn, row["topic"], row["value"])
+                # In the trace of the event that waited, not of the enrolment.
+                with continued(
+                    "notifier waiting event", row["trace_context"], kind=SpanKind.INTERNAL
+                ):
+                    await decide(conn, row["topic"], row["value"])
 
     return handle

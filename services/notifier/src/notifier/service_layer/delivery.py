@@ -24,6 +24,8 @@ import aiosmtplib
 import asyncpg
 import httpx
 import structlog
+from loyalty_common.telemetry import continued
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 from standardwebhooks.webhooks import Webhook
 
@@ -36,6 +38,9 @@ MESSAGES = Counter(
     "Messages settled, by channel and outcome",
     ["channel", "outcome"],
 )
+for _channel in ("email", "sms", "webhook"):  # exported from the start, at 0
+    for _outcome in ("sent", "retried", "failed"):
+        MESSAGES.labels(_channel, _outcome)
 _MAX_BACKOFF = timedelta(minutes=30)
 
 
@@ -111,7 +116,20 @@ class DeliveryWorker:
                 self.batch_size,
             )
             for row in rows:
-                await self._deliver(conn, row)
+                # Sending continues the trace (and the correlation id) of the event the
+                # message was decided from.
+                with (
+                    continued(
+                        f"notifier deliver {row['channel']}",
+                        row["trace_context"],
+                        kind=SpanKind.CLIENT,
+                        attributes={"message.id": str(row["message_id"])},
+                    ),
+                    structlog.contextvars.bound_contextvars(
+                        correlation_id=row["correlation_id"] or None
+                    ),
+                ):
+                    await self._deliver(conn, row)
             return len(rows)
 
     async def _deliver(self, conn: asyncpg.Connection, row: asyncpg.Record) -> None:
@@ -152,6 +170,14 @@ class DeliveryWorker:
             },
         )
         MESSAGES.labels(row["channel"], "sent").inc()
+        log.info(
+            "message_sent",
+            message_id=str(row["message_id"]),
+            event_type=row["event_type"],
+            channel=row["channel"],
+            member_id=str(row["member_id"]),
+            attempts=updated["attempts"],
+        )
 
     async def _give_up(self, conn: asyncpg.Connection, row: asyncpg.Record, reason: str) -> None:
         updated = await conn.fetchrow(

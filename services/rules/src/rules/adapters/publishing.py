@@ -14,10 +14,13 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 import asyncpg
+import structlog
 from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty_common import outbox
 from loyalty_common.proto.loyalty.rules.v1 import campaigns_pb2, tiers_pb2
+
+log = structlog.get_logger("rules")
 
 TIERS_TOPIC = "loyalty.tiers.events.v1"
 CAMPAIGNS_TOPIC = "loyalty.campaigns.events.v1"
@@ -119,6 +122,14 @@ async def publish_tier_event(
         payload=envelope.SerializeToString(),
         headers={"event_type": event_type},
     )
+    log.info(
+        "tier_event_recorded",
+        event_type=event_type,
+        event_id=str(event_id),
+        program_id=program_id,
+        member_id=member_id,
+        replay=cause.replay,
+    )
 
 
 async def publish_campaign_event(
@@ -152,4 +163,12 @@ async def publish_campaign_event(
         event_id=event_id,
         payload=envelope.SerializeToString(),
         headers={"event_type": event_type},
+    )
+    log.info(
+        "campaign_event_recorded",
+        event_type=event_type,
+        event_id=str(event_id),
+        program_id=program_id,
+        member_id=member_id,
+        replay=cause.replay,
     )

@@ -21,11 +21,12 @@ from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from loyalty_common.consumer import EventConsumer
 from loyalty_common.db import create_pool
+from loyalty_common.health import liveness, readiness
 from loyalty_common.ledger_keys import ApiKey, KeyChecker, require
 from loyalty_common.logs import configure_logging
 from loyalty_common.outbox import OutboxRelay
 from loyalty_common.problems import JSONResponse, ProblemError, install_problem_handlers
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from loyalty_common.telemetry import TELEMETRY, instrument, metrics_response, setup_tracing
 
 from rules.adapters.publishing import Cause, Topics
 from rules.config import RulesSettings
@@ -54,6 +55,7 @@ async def _clock_loop(app: FastAPI, interval: float, stop: asyncio.Event) -> Non
 
 def create_app(settings: RulesSettings, database_url: str) -> FastAPI:
     configure_logging(settings.log_level)
+    setup_tracing("rules")
     bootstrap = settings.kafka_bootstrap_servers
     if not bootstrap:
         raise SystemExit("the rules service needs KAFKA_BOOTSTRAP_SERVERS")
@@ -96,7 +98,7 @@ def create_app(settings: RulesSettings, database_url: str) -> FastAPI:
             ledger_key=settings.ledger_key or "",
             topics=topics,
         )
-        app.state.consumer, app.state.relay = consumer, relay
+        app.state.consumer, app.state.relay, app.state.bootstrap = consumer, relay, bootstrap
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(consumer.run()),
@@ -122,8 +124,9 @@ def create_app(settings: RulesSettings, database_url: str) -> FastAPI:
         summary="Tier status, campaigns and reward triggers",
         lifespan=lifespan,
         default_response_class=JSONResponse,
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        telemetry=TELEMETRY,
     )
+    instrument(app)
     install_problem_handlers(app)
     _routes(app)
     return app
@@ -200,18 +203,17 @@ def _not_found(what: str) -> ProblemError:
 def _routes(app: FastAPI) -> None:
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> JSONResponse:
-        pool: asyncpg.Pool = request.app.state.pool
-        await pool.fetchval("SELECT 1")
-        consumer: EventConsumer = request.app.state.consumer
-        lag = sum(consumer.lag().values())
-        relay: OutboxRelay = request.app.state.relay
-        outbox = await relay.lag()
-        return JSONResponse({"status": "ok", "consumer_lag": lag, "outbox_lag": outbox.events})
+        return await liveness(request.app.state.consumer, request.app.state.relay)
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        return await readiness(request.app.state.pool, request.app.state.bootstrap)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
-        await request.app.state.relay.lag()  # refreshes the outbox gauges
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError):
+            await request.app.state.relay.lag()  # refreshes the outbox gauges
+        return metrics_response()
 
     # -- tiers ---------------------------------------------------------------------------
 

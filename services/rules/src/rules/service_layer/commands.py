@@ -27,6 +27,8 @@ log = structlog.get_logger("rules.commands")
 COMMANDS = Counter(
     "loyalty_rules_ledger_commands_total", "Reward commands settled, by outcome", ["outcome"]
 )
+for _outcome in ("done", "retried", "failed"):  # exported from the start, at 0
+    COMMANDS.labels(_outcome)
 
 _MAX_BACKOFF = timedelta(minutes=10)
 

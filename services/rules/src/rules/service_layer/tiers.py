@@ -8,6 +8,9 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import structlog
+from loyalty_common.telemetry import continued, current_traceparent
+from opentelemetry.trace import SpanKind
 
 from rules.adapters.publishing import Cause, Topics, derived_id, publish_tier_event
 from rules.domain.tiers import (
@@ -126,6 +129,7 @@ async def _apply(
                 "correlation_id": cause.correlation_id,
                 "occurred_at": cause.occurred_at.isoformat(),
                 "replay": cause.replay,
+                "traceparent": current_traceparent(),
             },
         }
         await conn.execute(
@@ -194,7 +198,12 @@ async def evaluate_program(
                 replay=was["replay"],
             )
             events = _call(state, rules, deferred["op"], deferred["args"])
-            await _save(conn, row, state, rules, events, earlier, topics)
+            # In the trace of the fact's own cause, not of the configuration's arrival.
+            with (
+                continued("rules deferred fact", was.get("traceparent"), kind=SpanKind.INTERNAL),
+                structlog.contextvars.bound_contextvars(correlation_id=earlier.correlation_id),
+            ):
+                await _save(conn, row, state, rules, events, earlier, topics)
         if not row["tier_deferred"]:
             await _save(
                 conn, row, state, rules, state.evaluate(rules, cause.occurred_at), cause, topics

@@ -1,6 +1,7 @@
-"""Programs' own templates (PUT /v1/templates/...) and the webhook channel's signing
+"""Programs' own templates (PUT /v1/templates/...); the webhook channel's signing
 secret, kept apart from the settings document so that reading the settings never shows
-it.
+it; and each message's trace (the W3C traceparent of the event it was decided from), so
+that sending it continues the trace (and of each event waiting for its member).
 
 Revision ID: 0002
 Revises: 0001
@@ -29,8 +30,14 @@ def upgrade() -> None:
         );
 
         ALTER TABLE programs ADD COLUMN webhook_secret text;
+        ALTER TABLE messages ADD COLUMN trace_context text;
+        ALTER TABLE waiting_events ADD COLUMN trace_context text;
     """)
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE template_overrides; ALTER TABLE programs DROP COLUMN webhook_secret")
+    op.execute(
+        "DROP TABLE template_overrides; ALTER TABLE programs DROP COLUMN webhook_secret;"
+        " ALTER TABLE messages DROP COLUMN trace_context;"
+        " ALTER TABLE waiting_events DROP COLUMN trace_context"
+    )
