@@ -2,13 +2,14 @@
 webhook contract (``loyalty_common.sinks`` documents it), and the program's own
 webhook signed as Standard Webhooks prescribe, with retries and a dead end.
 
-A batch of due messages is locked (``FOR UPDATE SKIP LOCKED``) for as long as it is
-being sent, and each message's outcome is committed with it, so replicas never send the
-same message twice. What no database can promise is the moment between the provider
-accepting a message and the commit: a crash there sends it again on restart. Each
-message therefore carries its id as the provider's idempotency key (the SMS webhook's
-`Idempotency-Key`, the email's `Message-ID` and `X-Idempotency-Key`), and a provider
-that honours it delivers once (a webhook receiver dedupes by `webhook-id`).
+Each message is sent in a transaction of its own: the row is locked (`FOR UPDATE SKIP
+LOCKED`) while it is sent and marked sent in the same transaction, so replicas and the
+worker's own lanes never send the same message twice. What no database can promise is
+the moment between the provider accepting a message and the commit: a crash there sends
+that message again on restart (one per lane in flight, no more). Each message therefore
+carries its id as the provider's idempotency key (the SMS webhook's `Idempotency-Key`,
+the email's `Message-ID` and `X-Idempotency-Key`), and a provider that honours it
+delivers once (a webhook receiver dedupes by `webhook-id`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ def email_of(row: asyncpg.Record, providers: Providers) -> EmailMessage:
 
 
 class DeliveryWorker:
+    """Sends due messages on ``LANES`` concurrent lanes, one message per transaction."""
+
+    LANES = 4
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -84,53 +89,56 @@ class DeliveryWorker:
         *,
         notifications_topic: str,
         max_attempts: int,
-        batch_size: int = 20,
         idle_seconds: float = 0.2,
     ) -> None:
         self.pool, self.providers = pool, providers
         self.topic, self.max_attempts = notifications_topic, max_attempts
-        self.batch_size, self.idle_seconds = batch_size, idle_seconds
+        self.idle_seconds = idle_seconds
         self.http = httpx.AsyncClient(timeout=10)
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
-            while not stop.is_set():
-                try:
-                    sent = await self.send_due()
-                except (OSError, asyncpg.PostgresError) as exc:
-                    log.warning("delivery_batch_failed", error=repr(exc))
-                    sent = 0
-                if not sent:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self.idle_seconds)
+            await asyncio.gather(*(self._lane(stop) for _ in range(self.LANES)))
         finally:
             await self.http.aclose()
 
-    async def send_due(self) -> int:
+    async def _lane(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                sent = await self.send_one()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("delivery_failed", error=repr(exc))
+                sent = False
+            if not sent:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.idle_seconds)
+
+    async def send_one(self) -> bool:
+        """Send the most overdue message no other lane holds; False if none is due."""
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
+            row = await conn.fetchrow(
                 """SELECT m.*, p.name AS program_name, p.webhook_secret FROM messages m
                      JOIN programs p USING (program_id)
                     WHERE m.status = 'pending' AND m.next_attempt_at <= now()
-                    ORDER BY m.next_attempt_at LIMIT $1 FOR UPDATE OF m SKIP LOCKED""",
-                self.batch_size,
+                    ORDER BY m.next_attempt_at LIMIT 1 FOR UPDATE OF m SKIP LOCKED"""
             )
-            for row in rows:
-                # Sending continues the trace (and the correlation id) of the event the
-                # message was decided from.
-                with (
-                    continued(
-                        f"notifier deliver {row['channel']}",
-                        row["trace_context"],
-                        kind=SpanKind.CLIENT,
-                        attributes={"message.id": str(row["message_id"])},
-                    ),
-                    structlog.contextvars.bound_contextvars(
-                        correlation_id=row["correlation_id"] or None
-                    ),
-                ):
-                    await self._deliver(conn, row)
-            return len(rows)
+            if row is None:
+                return False
+            # Sending continues the trace (and the correlation id) of the event the
+            # message was decided from.
+            with (
+                continued(
+                    f"notifier deliver {row['channel']}",
+                    row["trace_context"],
+                    kind=SpanKind.CLIENT,
+                    attributes={"message.id": str(row["message_id"])},
+                ),
+                structlog.contextvars.bound_contextvars(
+                    correlation_id=row["correlation_id"] or None
+                ),
+            ):
+                await self._deliver(conn, row)
+            return True
 
     async def _deliver(self, conn: asyncpg.Connection, row: asyncpg.Record) -> None:
         try:
