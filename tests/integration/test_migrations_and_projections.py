@@ -45,6 +45,20 @@ def test_migrations_apply_to_an_empty_database() -> None:
         } <= asyncio.run(tables())
 
 
+def test_replicas_starting_together_migrate_one_fresh_database_one_after_the_other() -> None:
+    # Every long-running command migrates at start; four at once on a fresh database
+    # must all succeed (without the migration lock, some fail on duplicate tables).
+    with fresh_database() as dsn:
+        code = f"from ledger.entrypoints.cli import migrate; migrate({dsn!r})"
+        processes = [
+            subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(4)
+        ]
+        outcomes = [
+            (p.wait(120), p.stderr.read().decode()[-500:] if p.stderr else "") for p in processes
+        ]
+        assert [code for code, _ in outcomes] == [0, 0, 0, 0], outcomes
+
+
 async def _snapshot(dsn: str) -> dict:
     conn = await asyncpg.connect(dsn)
     try:

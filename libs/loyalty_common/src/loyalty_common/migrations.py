@@ -9,6 +9,8 @@ from alembic.config import Config
 
 from loyalty_common.db import sqlalchemy_url
 
+MIGRATION_LOCK = 0x6C6F79616C7401  # an advisory lock id, per database
+
 
 def upgrade(migrations: Path, dsn: str) -> None:
     """Apply the migrations in ``migrations`` (an alembic script folder) up to head."""
@@ -26,7 +28,7 @@ def run_environment() -> None:
     functions and triggers in it.
     """
     from alembic import context
-    from sqlalchemy import create_engine, pool
+    from sqlalchemy import create_engine, pool, text
 
     config = context.config
     url = config.get_main_option("sqlalchemy.url") or ""
@@ -38,6 +40,11 @@ def run_environment() -> None:
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         with engine.connect() as connection:
+            # Replicas starting together on a fresh database migrate one after the
+            # other: the others wait here, then find nothing left to do. (A session lock,
+            # held until the connection closes, past the commit that ends this query.)
+            connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK})
+            connection.commit()
             context.configure(connection=connection, transaction_per_migration=True)
             with context.begin_transaction():
                 context.run_migrations()
