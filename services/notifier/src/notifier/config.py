@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,11 @@ class NotifierSettings(BaseSettings):
     )
     smtp_host: str = Field(default="127.0.0.1", alias="SMTP_HOST")
     smtp_port: int = Field(default=1025, alias="SMTP_PORT")
+    # auto: STARTTLS when the server offers it; starttls: required; tls: implicit TLS
+    # (port 465); none: plain text.
+    smtp_tls: Literal["auto", "starttls", "tls", "none"] = Field(default="auto", alias="SMTP_TLS")
+    smtp_username: str | None = Field(default=None, alias="SMTP_USERNAME")
+    smtp_password: SecretStr | None = Field(default=None, alias="SMTP_PASSWORD")
     mail_from: str = Field(default="club@loyalty.invalid", alias="NOTIFIER_MAIL_FROM")
     sms_webhook_url: str | None = Field(default=None, alias="SMS_WEBHOOK_URL")
     ledger_url: str = Field(default="http://127.0.0.1:8000", alias="LEDGER_URL")

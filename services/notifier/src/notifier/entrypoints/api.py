@@ -92,6 +92,11 @@ def create_app(settings: NotifierSettings, database_url: str) -> FastAPI:
             Providers(
                 smtp_host=settings.smtp_host,
                 smtp_port=settings.smtp_port,
+                smtp_tls=settings.smtp_tls,
+                smtp_username=settings.smtp_username,
+                smtp_password=(
+                    settings.smtp_password.get_secret_value() if settings.smtp_password else None
+                ),
                 mail_from=settings.mail_from,
                 sms_webhook_url=settings.sms_webhook_url,
                 public_url=settings.public_url.rstrip("/"),

@@ -57,6 +57,9 @@ class TemporaryError(Exception):
 class Providers:
     smtp_host: str
     smtp_port: int
+    smtp_tls: str  # auto | starttls | tls | none
+    smtp_username: str | None
+    smtp_password: str | None
     mail_from: str
     sms_webhook_url: str | None
     public_url: str  # where unsubscribe links point
@@ -214,10 +217,15 @@ class DeliveryWorker:
     async def _send_email(self, row: asyncpg.Record) -> str:
         message = email_of(row, self.providers)
         try:
+            tls = self.providers.smtp_tls
             await aiosmtplib.send(
                 message,
                 hostname=self.providers.smtp_host,
                 port=self.providers.smtp_port,
+                username=self.providers.smtp_username,
+                password=self.providers.smtp_password,
+                use_tls=tls == "tls",
+                start_tls={"auto": None, "starttls": True}.get(tls, False),
                 timeout=10,
             )
         except aiosmtplib.SMTPResponseException as exc:
