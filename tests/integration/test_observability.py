@@ -9,9 +9,11 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -74,8 +76,11 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data_dir = tmp_path_factory.mktemp("stack")
+def stack() -> Iterator[Stack]:
+    # Not under pytest's temporary root: pytest makes that 0700 again whenever a session
+    # starts, and pg_ctl, which runs as the embedded server's own user when the tests
+    # run as root, must reach the data directory through it.
+    data_dir = Path(tempfile.mkdtemp(prefix="loyalty-stack-"))
     ports = {name: free_port() for name in SERVICES}
     env = {
         key: value
@@ -121,6 +126,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
         sys.stdout.write((data_dir / "stack.out").read_text()[-2000:])
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
