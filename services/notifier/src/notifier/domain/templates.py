@@ -21,7 +21,8 @@ variables fail (`StrictUndefined`); HTML is autoescaped, subject and text are no
 
 Filters, all formatted for the render locale with Babel: `number` (15000 -> "15 000"
 in nb), `date` (medium date in `time_zone`, e.g. "1. jan. 2026"), `money(currency)`
-("100,00 kr"), `percent` (a percentage as text, "20" -> "20 %").
+("100,00 kr"), `percent` (a percentage as text, "20" -> "20 %"), `last_day` (the day
+before an exclusive end such as `valid_until`, formatted like `date`).
 
 `validate_override` is how a template saved through the admin API is checked: it must
 compile, use only the event type's variables and known filters, and render for every
@@ -36,7 +37,7 @@ import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
@@ -237,11 +238,28 @@ def _date(ctx: Context, value: object, format: str = "medium") -> str:
     return format_date(day, format=format, locale=_render_locale(ctx))
 
 
+@pass_context
+def _last_day(ctx: Context, value: object, format: str = "medium") -> str:
+    """The last day before an exclusive end (a tier that holds "until" the start of
+    2027 holds through 31 December 2026)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"last_day: {value!r} is not an ISO 8601 date") from None
+    if isinstance(value, datetime):
+        value = value - timedelta(microseconds=1)
+    elif isinstance(value, date):
+        value = value - timedelta(days=1)
+    return _date(ctx, value, format)
+
+
 _FILTERS: Final[Mapping[str, Callable[..., str]]] = {
     "number": _number,
     "money": _money,
     "percent": _percent,
     "date": _date,
+    "last_day": _last_day,
 }
 
 
@@ -477,7 +495,7 @@ def _tier_changed() -> dict[str, _Copy]:
                     f"Vi har regnet gjennom poengene dine på nytt. Med {_QP} kvalifiserende "
                     "poeng er du nå {{ to_tier }}-medlem.",
                 ),
-                ("valid_until", "Nivået ditt gjelder minst til {{ valid_until|date }}."),
+                ("valid_until", "Nivået ditt gjelder minst til {{ valid_until|last_day }}."),
                 (missed, "Fortsett å samle poeng, så kan du rykke opp igjen."),
             ),
             sms="{{ program_name }}: "
@@ -486,7 +504,7 @@ def _tier_changed() -> dict[str, _Copy]:
                 "Gratulerer, du er nå {{ to_tier }}-medlem!",
                 "Medlemsnivået ditt er nå {{ to_tier }}.",
             )
-            + _when("valid_until", " Gjelder minst til {{ valid_until|date }}."),
+            + _when("valid_until", " Gjelder minst til {{ valid_until|last_day }}."),
         ),
         "sv": _Copy(
             subject=subject(
@@ -504,7 +522,7 @@ def _tier_changed() -> dict[str, _Copy]:
                     f"Vi har räknat om dina poäng. Med {_QP} kvalificerande poäng är du nu "
                     "{{ to_tier }}-medlem.",
                 ),
-                ("valid_until", "Din nivå gäller minst till {{ valid_until|date }}."),
+                ("valid_until", "Din nivå gäller minst till {{ valid_until|last_day }}."),
                 (missed, "Fortsätt samla poäng, så kan du gå upp igen."),
             ),
             sms="{{ program_name }}: "
@@ -513,7 +531,7 @@ def _tier_changed() -> dict[str, _Copy]:
                 "Grattis, du är nu {{ to_tier }}-medlem!",
                 "Din medlemsnivå är nu {{ to_tier }}.",
             )
-            + _when("valid_until", " Gäller minst till {{ valid_until|date }}."),
+            + _when("valid_until", " Gäller minst till {{ valid_until|last_day }}."),
         ),
         "da": _Copy(
             subject=subject(
@@ -531,7 +549,7 @@ def _tier_changed() -> dict[str, _Copy]:
                     f"Vi har gennemgået dine point igen. Med {_QP} kvalificerende point er du "
                     "nu {{ to_tier }}-medlem.",
                 ),
-                ("valid_until", "Dit niveau gælder mindst til {{ valid_until|date }}."),
+                ("valid_until", "Dit niveau gælder mindst til {{ valid_until|last_day }}."),
                 (missed, "Bliv ved med at samle point, så kan du rykke op igen."),
             ),
             sms="{{ program_name }}: "
@@ -540,7 +558,7 @@ def _tier_changed() -> dict[str, _Copy]:
                 "Tillykke, du er nu {{ to_tier }}-medlem!",
                 "Dit medlemsniveau er nu {{ to_tier }}.",
             )
-            + _when("valid_until", " Gælder mindst til {{ valid_until|date }}."),
+            + _when("valid_until", " Gælder mindst til {{ valid_until|last_day }}."),
         ),
         "en": _Copy(
             subject=subject(
@@ -558,7 +576,7 @@ def _tier_changed() -> dict[str, _Copy]:
                     f"We've recalculated your points. With {_QP} qualifying "
                     f"point{_s('qualifying_points')}, your tier is now {{{{ to_tier }}}}.",
                 ),
-                ("valid_until", "Your tier is valid until at least {{ valid_until|date }}."),
+                ("valid_until", "Your tier is valid until at least {{ valid_until|last_day }}."),
                 (missed, "Keep collecting points and you can move up again."),
             ),
             sms="{{ program_name }}: "
@@ -567,7 +585,7 @@ def _tier_changed() -> dict[str, _Copy]:
                 "Congratulations, you've reached {{ to_tier }}!",
                 "Your membership tier is now {{ to_tier }}.",
             )
-            + _when("valid_until", " Valid until at least {{ valid_until|date }}."),
+            + _when("valid_until", " Valid until at least {{ valid_until|last_day }}."),
         ),
     }
 
