@@ -4,34 +4,21 @@ SMS sinks, real processes on the embedded broker and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from loyalty_common.proto.loyalty.rules.v1 import tiers_pb2
+from loyalty_common.testing import eventually
 
 from tests.integration.conftest import NotifierProcess, Program, earn, enrol, new_program
 
 pytestmark = pytest.mark.usefixtures("relay", "follow", "rules")
 
-T = TypeVar("T")
 TIERS = "loyalty.tiers.events.v1"
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 90.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or probe}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -109,14 +96,7 @@ def test_a_tier_upgrade_is_one_email_in_the_members_language_even_when_redeliver
     # The event replayed under a new id: recorded as not sent, because it is a replay.
     replayed = tiers_pb2.TierEvent.FromString(value)
     replayed.event_id, replayed.replay = str(uuid.uuid4()), True
-    asyncio.run(
-        _produce(
-            kafka_bootstrap,
-            member,
-            replayed.SerializeToString(),
-            [("event_id", replayed.event_id.encode())],
-        )
-    )
+    _send(kafka_bootstrap, replayed)
     suppressed = eventually(
         lambda: [m for m in log_of(club, notifier, member) if m["status"] == "suppressed"],
         what="the replay in the delivery log",
@@ -184,21 +164,37 @@ def test_consent_decides_marketing_and_sms_carries_its_segments(
             assert events[-1]["reason"] == "unsubscribe link"
 
 
-def _progress_event(program_id: str, member: str) -> tiers_pb2.TierEvent:
+def _tier_event(program_id: str, member: str, event_type: str) -> tiers_pb2.TierEvent:
     event = tiers_pb2.TierEvent(
         event_id=str(uuid.uuid4()),
-        type="TierProgress",
+        type=event_type,
         program_id=program_id,
         member_id=member,
         correlation_id="test",
     )
     event.occurred_at.GetCurrentTime()
     event.recorded_at.GetCurrentTime()
+    return event
+
+
+def _progress_event(program_id: str, member: str) -> tiers_pb2.TierEvent:
+    event = _tier_event(program_id, member, "TierProgress")
     progress = event.tier_progress
     progress.current_tier, progress.next_tier = "Bronze", "Silver"
     progress.qualifying_points, progress.points_to_next = 4700, 300
     progress.period_end.FromDatetime(datetime(2027, 1, 1, tzinfo=UTC))
     return event
+
+
+def _send(bootstrap: str, event: tiers_pb2.TierEvent) -> None:
+    asyncio.run(
+        _produce(
+            bootstrap,
+            event.member_id,
+            event.SerializeToString(),
+            [("event_id", event.event_id.encode())],
+        )
+    )
 
 
 def test_quiet_hours_defer_and_the_cap_suppresses(
@@ -228,14 +224,7 @@ def test_quiet_hours_defer_and_the_cap_suppresses(
             )
         for _ in range(2):
             event = _progress_event(club.program_id, member)
-            asyncio.run(
-                _produce(
-                    kafka_bootstrap,
-                    member,
-                    event.SerializeToString(),
-                    [("event_id", event.event_id.encode())],
-                )
-            )
+            _send(kafka_bootstrap, event)
         log = eventually(
             lambda: (entries := log_of(club, notifier, member)) and len(entries) == 2 and entries,
             what="both progress messages in the log",
@@ -271,14 +260,7 @@ def test_sms_is_retried_through_provider_errors_and_a_refusal_is_dead_lettered(
         members = [enrol(api, phone=p, consents={"sms": True}) for p in phones]
     notifier.sms.fail(500, 2)  # the provider is down for two attempts
     event = _progress_event(club.program_id, members[0])
-    asyncio.run(
-        _produce(
-            kafka_bootstrap,
-            members[0],
-            event.SerializeToString(),
-            [("event_id", event.event_id.encode())],
-        )
-    )
+    _send(kafka_bootstrap, event)
     arrived = eventually(
         lambda: [s for s in notifier.sms.messages() if s["to"] == phones[0]],
         timeout=120,
@@ -293,14 +275,7 @@ def test_sms_is_retried_through_provider_errors_and_a_refusal_is_dead_lettered(
 
     notifier.sms.fail(422, 1)  # refused for good: no retry
     event = _progress_event(club.program_id, members[1])
-    asyncio.run(
-        _produce(
-            kafka_bootstrap,
-            members[1],
-            event.SerializeToString(),
-            [("event_id", event.event_id.encode())],
-        )
-    )
+    _send(kafka_bootstrap, event)
     failed = eventually(
         lambda: [m for m in log_of(club, notifier, members[1]) if m["status"] == "failed"],
         what="the refused SMS dead-lettered",
@@ -310,31 +285,12 @@ def test_sms_is_retried_through_provider_errors_and_a_refusal_is_dead_lettered(
 
 
 def _tier_changed_event(program_id: str, member: str) -> tiers_pb2.TierEvent:
-    event = tiers_pb2.TierEvent(
-        event_id=str(uuid.uuid4()),
-        type="TierChanged",
-        program_id=program_id,
-        member_id=member,
-        correlation_id="test",
-    )
-    event.occurred_at.GetCurrentTime()
-    event.recorded_at.GetCurrentTime()
+    event = _tier_event(program_id, member, "TierChanged")
     changed = event.tier_changed
     changed.from_tier, changed.to_tier, changed.reason = "Bronze", "Silver", "qualified"
     changed.qualifying_points = 5200
     changed.valid_until.FromDatetime(datetime(2028, 1, 1, tzinfo=UTC))
     return event
-
-
-def _send(bootstrap: str, event: tiers_pb2.TierEvent) -> None:
-    asyncio.run(
-        _produce(
-            bootstrap,
-            event.member_id,
-            event.SerializeToString(),
-            [("event_id", event.event_id.encode())],
-        )
-    )
 
 
 def test_a_programs_own_template_is_checked_when_saved_and_used_when_sent(

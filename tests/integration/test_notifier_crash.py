@@ -50,7 +50,7 @@ from loyalty_common.embedded import sibling_database
 from loyalty_common.kafka import ensure_topic
 from loyalty_common.proto.loyalty.rules.v1 import campaigns_pb2
 from loyalty_common.sinks import SmtpSink
-from loyalty_common.testing import command_path, free_port, service_key
+from loyalty_common.testing import command_path, free_port, service_key, wait_healthy
 from notifier.adapters.publishing import message_id
 from notifier.service_layer.delivery import DeliveryWorker
 from rules.adapters.publishing import derived_id
@@ -92,18 +92,7 @@ class KillableNotifier:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: a kill takes any children
             )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"notifier exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"notifier did not start: {self.log_path.read_text()[-3000:]}")
-            time.sleep(0.05)
+        wait_healthy(self.process, f"{self.url}/healthz", self.log_path, timeout)
 
     def kill(self) -> None:
         """SIGKILL, no goodbye: no offset commit, no LeaveGroup, open transactions cut."""

@@ -14,12 +14,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import httpx
@@ -27,23 +26,11 @@ import pytest
 import yaml
 from loyalty_common.health import readiness
 from loyalty_common.ports import free_port
-from loyalty_common.testing import command_path
+from loyalty_common.testing import command_path, eventually
 from prometheus_client.parser import text_string_to_metric_families
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("ledger", "relay", "follow", "rules", "notifier")
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 90.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 @dataclass

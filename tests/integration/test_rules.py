@@ -11,15 +11,15 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from loyalty_common.proto.loyalty.rules.v1 import campaigns_pb2, tiers_pb2
+from loyalty_common.testing import eventually
 
 from tests.integration.conftest import (
     Program,
@@ -34,19 +34,6 @@ from tests.integration.conftest import (
 )
 
 pytestmark = pytest.mark.usefixtures("relay", "follow")
-
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 90.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or probe}")
-        time.sleep(0.1)
 
 
 def rules_client(program: Program, rules: RulesProcess) -> httpx.Client:

@@ -11,9 +11,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import httpx
@@ -21,7 +22,17 @@ import httpx
 from loyalty_common.embedded import EmbeddedPostgres, create_database, sibling_dsn
 from loyalty_common.ports import free_port
 
-__all__ = ["command_path", "free_port", "fresh_database", "running_process", "service_key"]
+__all__ = [
+    "command_path",
+    "eventually",
+    "free_port",
+    "fresh_database",
+    "running_process",
+    "service_key",
+    "wait_healthy",
+]
+
+T = TypeVar("T")
 
 
 def command_path(name: str) -> str:
@@ -83,18 +94,7 @@ def running_process(
             args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{args[0]} exited: {log_path.read_text()[-3000:]}")
-                try:
-                    if httpx.get(health_url, timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{args[0]} did not start: {log_path.read_text()[-3000:]}")
-                time.sleep(0.1)
+            wait_healthy(process, health_url, log_path, timeout)
             yield process
         finally:
             process.terminate()
@@ -102,3 +102,35 @@ def running_process(
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def wait_healthy(
+    process: subprocess.Popen[bytes], health_url: str, log_path: Path, timeout: float
+) -> None:
+    """Wait until ``health_url`` answers 200; fail with the log's tail if the process
+    exits first or the time runs out."""
+    name = Path(str(process.args[0] if isinstance(process.args, list) else process.args)).name
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited: {log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(health_url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start: {log_path.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+def eventually(probe: Callable[[], T | None], timeout: float = 90.0, what: str = "") -> T:
+    """``probe()`` once it returns something truthy; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or probe}")
+        time.sleep(0.1)

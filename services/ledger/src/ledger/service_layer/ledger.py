@@ -72,27 +72,22 @@ POINTS = Metric("loyalty_points_total", "Points earned and redeemed", ["program_
 
 def _record(program_id: UUID, member_id: str, event: Event) -> None:
     """Metrics and log line of points a command moved (once it is committed)."""
-    program = str(program_id)
     if isinstance(event, PointsEarned):
-        EARNS.labels(program).inc()
-        POINTS.labels(program, "earned").inc(event.points)
-        log.info(
-            "points_earned",
-            program_id=program,
-            member_id=member_id,
-            transaction_id=event.transaction_id,
-            points=event.points,
-        )
+        count, direction = EARNS, "earned"
     elif isinstance(event, PointsRedeemed):
-        REDEMPTIONS.labels(program).inc()
-        POINTS.labels(program, "redeemed").inc(event.points)
-        log.info(
-            "points_redeemed",
-            program_id=program,
-            member_id=member_id,
-            transaction_id=event.transaction_id,
-            points=event.points,
-        )
+        count, direction = REDEMPTIONS, "redeemed"
+    else:
+        return
+    program = str(program_id)
+    count.labels(program).inc()
+    POINTS.labels(program, direction).inc(event.points)
+    log.info(
+        f"points_{direction}",
+        program_id=program,
+        member_id=member_id,
+        transaction_id=event.transaction_id,
+        points=event.points,
+    )
 
 
 def _balance_summary(account: MemberAccount) -> dict[str, int]:

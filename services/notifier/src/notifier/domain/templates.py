@@ -216,14 +216,20 @@ def _percent(ctx: Context, value: object) -> str:
     return format_percent(share, locale=_render_locale(ctx), decimal_quantization=False)
 
 
+def _iso(value: object, what: str) -> object:
+    """A date or datetime given as ISO 8601 text, parsed; other values as they are."""
+    _check_defined(value)
+    if not isinstance(value, str):
+        return value
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{what}: {value!r} is not an ISO 8601 date") from None
+
+
 @pass_context
 def _date(ctx: Context, value: object, format: str = "medium") -> str:
-    _check_defined(value)
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"date: {value!r} is not an ISO 8601 date") from None
+    value = _iso(value, "date")
     if isinstance(value, datetime):
         zone = ctx.get("time_zone")
         if not isinstance(zone, str) or not zone:
@@ -242,11 +248,7 @@ def _date(ctx: Context, value: object, format: str = "medium") -> str:
 def _last_day(ctx: Context, value: object, format: str = "medium") -> str:
     """The last day before an exclusive end (a tier that holds "until" the start of
     2027 holds through 31 December 2026)."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"last_day: {value!r} is not an ISO 8601 date") from None
+    value = _iso(value, "last_day")
     if isinstance(value, datetime):
         value = value - timedelta(microseconds=1)
     elif isinstance(value, date):

@@ -194,25 +194,20 @@ async def _message(
 ) -> None:
     member = await conn.fetchrow(
         """SELECT m.*, p.name AS program_name, p.default_locale, p.time_zone AS program_zone,
-                  p.settings
+                  p.settings,
+                  (SELECT jsonb_object_agg(o.locale || '/' || o.channel, o.parts)
+                     FROM template_overrides o
+                    WHERE o.program_id = m.program_id AND o.event_type = $2) AS overrides
              FROM members m JOIN programs p USING (program_id) WHERE m.member_id = $1""",
         UUID(member_id),
+        event_type,
     )
     assert member is not None  # the handler parks events of members it does not know
     settings = {**DEFAULT_SETTINGS, **dict(member["settings"])}
     kind = EVENT_KINDS[event_type]
     zone = member["time_zone"] or member["program_zone"]
     locale = resolve_locale(member["locale"], member["default_locale"])
-    overrides = {
-        row["channel"]: dict(row["parts"])
-        for row in await conn.fetch(
-            """SELECT channel, parts FROM template_overrides
-                WHERE program_id = $1 AND event_type = $2 AND locale = $3""",
-            UUID(program_id),
-            event_type,
-            locale,
-        )
-    }
+    overrides = dict(member["overrides"] or {})  # by "locale/channel"
     now = datetime.now(UTC)
     variables = {**_values(payload), "program_name": member["program_name"], "time_zone": zone}
     for channel in CHANNELS:
@@ -246,7 +241,9 @@ async def _message(
             if kind == "marketing":
                 token = secrets.token_urlsafe(16)
                 values["unsubscribe_url"] = f"{context.public_url}/u/{token}"
-            rendered = _rendered(event_type, channel, locale, values, overrides.get(channel))
+            rendered = _rendered(
+                event_type, channel, locale, values, overrides.get(f"{locale}/{channel}")
+            )
             subject, text, html = rendered.subject, rendered.text, rendered.html
             segments = rendered.sms_segments
         deferred = None
