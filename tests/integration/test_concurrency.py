@@ -72,6 +72,109 @@ def test_concurrent_earns_lose_no_update(program: Program) -> None:
         assert api.get(f"/v1/members/{member}/balance").json()["available"] == 400
 
 
+def _batch_counts(program: Program) -> tuple[float, float]:
+    """(batches, commands) so far, from the ledger's /metrics."""
+    text = httpx.get(f"{program.url}/metrics").text
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("loyalty_write_batch_commands_")
+    }
+    return values["loyalty_write_batch_commands_count"], values["loyalty_write_batch_commands_sum"]
+
+
+def _constraint_rollbacks(program: Program) -> float:
+    text = httpx.get(f"{program.url}/metrics").text
+    return sum(
+        float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("loyalty_write_batch_rollbacks_total")
+    )
+
+
+def test_a_burst_over_many_members_is_batched_and_each_gets_its_own_answer(
+    program: Program,
+) -> None:
+    """Commands arriving together share batches (loads in one round trip, saves in one
+    transaction), and each still gets its own answer: nothing lost or doubled."""
+    with program.client() as api:
+        members = [enrol(api) for _ in range(20)]
+        for member in members[:5]:
+            earn(api, member, "5", order_id=f"dup-{member}")
+    batches_before, commands_before = _batch_counts(program)
+    requests: list[tuple[str, dict, dict]] = []
+    for member in members:
+        for amount in ("10", "20", "30"):
+            requests.append((f"/v1/members/{member}/earn", purchase(amount), idem()))
+    for member in members[:5]:  # already earned: each a 409, under a fresh key
+        requests.append(
+            (f"/v1/members/{member}/earn", purchase("40", order_id=f"dup-{member}"), idem())
+        )
+    for _ in range(2):  # one order twice, racing: one 201, one 409
+        requests.append((f"/v1/members/{members[7]}/earn", purchase("50", order_id="race"), idem()))
+    responses = asyncio.run(_burst(program, requests))
+
+    by_request = list(zip(requests, responses, strict=True))
+    assert all(r.status_code == 201 for _, r in by_request[:60]), [
+        r.text for _, r in by_request[:60] if r.status_code != 201
+    ][:3]
+    duplicates = [r for _, r in by_request[60:65]]
+    assert [(r.status_code, r.json()["code"]) for r in duplicates] == [(409, "duplicate_order")] * 5
+    assert sorted(r.status_code for _, r in by_request[65:]) == [201, 409]
+
+    batches_after, commands_after = _batch_counts(program)
+    assert commands_after - commands_before >= len(requests)
+    assert commands_after - commands_before > batches_after - batches_before  # shared
+
+    earned: Counter[str] = Counter()
+    for (path, _, _), response in by_request:
+        if response.status_code == 201:
+            earned[path.split("/")[3]] += response.json()["points"]
+    with program.client() as api:
+        for index, member in enumerate(members):
+            balance = api.get(f"/v1/members/{member}/balance").json()
+            assert balance["available"] == earned[member] + (5 if index < 5 else 0)
+            events = api.get(f"/v1/members/{member}/events", params={"limit": 100}).json()
+            earns = [e for e in events["events"] if e["type"] == "PointsEarned"]
+            expected = 3 + (1 if index < 5 else 0) + (1 if index == 7 else 0)
+            assert len(earns) == expected, member
+
+
+def test_a_constraint_failing_in_a_batch_costs_its_batch_mates_nothing(program: Program) -> None:
+    """Enrolments racing for one external id meet at its unique constraint, which rolls
+    back the whole batch they share; the batch's other commands then run alone and
+    succeed, and each racing pair ends with one member and one 409."""
+    requests: list[tuple[str, dict, dict]] = []
+    for index in range(40):
+        requests.append(("/v1/members", {"external_id": f"solo-{index}"}, idem()))
+    for pair in range(8):
+        for _ in range(2):
+            requests.append(("/v1/members", {"external_id": f"pair-{pair}"}, idem()))
+    rounds = 0
+    while True:  # until some racing pair met in one batch's statement (almost always)
+        rounds += 1
+        prefix = f"r{rounds}-"
+        burst = [(p, {"external_id": prefix + b["external_id"]}, h) for p, b, h in requests]
+        responses = asyncio.run(_burst(program, burst))
+        statuses = [r.status_code for r in responses]
+        assert statuses[:40] == [201] * 40, [r.text for r in responses if r.status_code != 201]
+        for pair in range(8):
+            twins = responses[40 + 2 * pair : 42 + 2 * pair]
+            assert sorted(r.status_code for r in twins) == [201, 409]
+            assert [r.json()["code"] for r in twins if r.status_code == 409] == ["member_exists"]
+        for pair in range(8):
+            twins = responses[40 + 2 * pair : 42 + 2 * pair]
+            assert twins[0].json()["member_id"] == twins[1].json()["member_id"]
+        with program.client() as api:
+            for (_, body, _), response in zip(burst, responses, strict=True):
+                if response.status_code == 201:
+                    member = api.get(f"/v1/members/{response.json()['member_id']}").json()
+                    assert member["external_id"] == body["external_id"]
+        if _constraint_rollbacks(program) or rounds == 5:
+            break
+    assert _constraint_rollbacks(program), "no racing pair shared a batch in five bursts"
+
+
 async def _mutate(dsn: str, sql: str) -> str:
     conn = await asyncpg.connect(dsn)
     try:

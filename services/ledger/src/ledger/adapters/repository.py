@@ -236,8 +236,7 @@ class Loaded:
     campaigns: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def load_member(
-    conn: asyncpg.Connection,
+def load_args(
     program_id: UUID,
     *,
     member_id: UUID | None = None,
@@ -252,14 +251,9 @@ async def load_member(
     external_id: str | None = None,
     coupon_code: str | None = None,
     purchase_at: datetime | None = None,
-    for_update: bool = False,
-) -> Loaded | None:
-    """Everything a member command needs, in one round trip. None: no such program."""
-    if for_update and member_id is not None:
-        await conn.execute(LOCK_SQL, member_id)
-        await ensure_stream_order(conn, str(member_id))
-    row = await conn.fetchrow(
-        LOAD_SQL,
+) -> tuple[Any, ...]:
+    """LOAD_SQL's parameters for one member command."""
+    return (
         program_id,
         member_id,
         card_token,
@@ -274,25 +268,9 @@ async def load_member(
         coupon_code,
         purchase_at,
     )
-    if row is None:
-        return None
-    if for_update and member_id is None and row["member_id"] is not None:
-        return await load_member(
-            conn,
-            program_id,
-            member_id=row["member_id"],
-            transaction_id=transaction_id,
-            idempotency_key=idempotency_key,
-            load_lots=load_lots,
-            lots_until=lots_until,
-            order_id=order_id,
-            load_cards=load_cards,
-            link_card_token=link_card_token,
-            external_id=external_id,
-            coupon_code=coupon_code,
-            purchase_at=purchase_at,
-            for_update=True,
-        )
+
+
+def loaded_from_row(row: asyncpg.Record) -> Loaded:
     account = None
     if row["member_id"] is not None:
         account = account_from_row(row)
@@ -320,16 +298,54 @@ async def load_member(
     )
 
 
-async def save_member(
+async def load_member(
     conn: asyncpg.Connection,
+    program_id: UUID,
+    *,
+    member_id: UUID | None = None,
+    for_update: bool = False,
+    **load: Any,
+) -> Loaded | None:
+    """Everything a member command needs, in one round trip (``load``: the keyword
+    arguments of ``load_args``). None: no such program."""
+    if for_update and member_id is not None:
+        await conn.execute(LOCK_SQL, member_id)
+        await ensure_stream_order(conn, str(member_id))
+    row = await conn.fetchrow(LOAD_SQL, *load_args(program_id, member_id=member_id, **load))
+    if row is None:
+        return None
+    if for_update and member_id is None and row["member_id"] is not None:
+        return await load_member(
+            conn, program_id, member_id=row["member_id"], for_update=True, **load
+        )
+    return loaded_from_row(row)
+
+
+async def load_members(
+    conn: asyncpg.Connection, commands: list[tuple[Any, ...]]
+) -> list[Loaded] | None:
+    """Several commands' loads (``load_args`` each) in one pipelined round trip. None:
+    some command's program does not exist, so rows and commands do not pair up."""
+    rows = await conn.fetchmany(LOAD_SQL, commands)
+    if len(rows) != len(commands):
+        return None
+    return [loaded_from_row(row) for row in rows]
+
+
+Save = tuple[str, tuple[Any, ...]]
+
+
+def save_statement(
     program_id: UUID,
     account: MemberAccount,
     *,
     next_period_end: datetime,
     meta: EventMeta,
     idempotency: IdempotencyRecord | None = None,
-) -> bool:
-    """Append the account's new events and update its projections. False: lost a race."""
+) -> Save:
+    """The statement and parameters that append the account's new events and update its
+    projections, guarded by its stream version: it counts 0 if another writer got there
+    first."""
     events = account.new_events
     first_version = account.version - len(events) + 1
     encoded = []
@@ -346,8 +362,7 @@ async def save_member(
             }
         )
     coupons = [coupon_to_row(account.coupons[i]) for i in sorted(account.touched_coupons)]
-    saved: int = await conn.fetchval(
-        SAVE_WITH_COUPONS_SQL if coupons else SAVE_SQL,
+    return SAVE_WITH_COUPONS_SQL if coupons else SAVE_SQL, (
         *member_row(account, program_id, next_period_end),
         first_version - 1,
         encoded,
@@ -366,7 +381,46 @@ async def save_member(
         idempotency.response if idempotency else None,
         *([coupons] if coupons else []),
     )
+
+
+async def save_member(
+    conn: asyncpg.Connection,
+    program_id: UUID,
+    account: MemberAccount,
+    *,
+    next_period_end: datetime,
+    meta: EventMeta,
+    idempotency: IdempotencyRecord | None = None,
+) -> bool:
+    """Append the account's new events and update its projections. False: lost a race."""
+    sql, args = save_statement(
+        program_id, account, next_period_end=next_period_end, meta=meta, idempotency=idempotency
+    )
+    saved: int = await conn.fetchval(sql, *args)
     return saved == 1
+
+
+async def save_members(
+    conn: asyncpg.Connection, saves: list[Save]
+) -> list[bool | asyncpg.PostgresError]:
+    """Several saves, pipelined: one round trip and one transaction per statement form
+    (a save that touches coupons has its own form). Each save's outcome: saved, lost a
+    race (False), or the error that rolled back every save of its form (a constraint, a
+    deadlock)."""
+    outcomes: list[bool | asyncpg.PostgresError] = [False] * len(saves)
+    forms: dict[str, list[int]] = {}
+    for index, (sql, _) in enumerate(saves):
+        forms.setdefault(sql, []).append(index)
+    for sql, indexes in forms.items():
+        try:
+            rows = await conn.fetchmany(sql, [saves[i][1] for i in indexes])
+        except asyncpg.PostgresError as exc:
+            for index in indexes:
+                outcomes[index] = exc
+            continue
+        for index, row in zip(indexes, rows, strict=True):
+            outcomes[index] = row[0] == 1
+    return outcomes
 
 
 async def member_events(

@@ -12,7 +12,7 @@ import re
 import secrets
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,6 +22,7 @@ import asyncpg
 import structlog
 from loyalty_common.telemetry import current_traceparent
 from prometheus_client import Counter as Metric
+from prometheus_client import Histogram
 
 from ledger.adapters import repository
 from ledger.adapters.codec import coupon_from_row, profile_of
@@ -31,6 +32,7 @@ from ledger.domain.benefits import BonusCampaign, earn_bonuses
 from ledger.domain.errors import CardAlreadyLinkedError, CardNotLinkedError
 from ledger.domain.events import EarnReversed, Event, MemberEnrolled, PointsEarned, PointsRedeemed
 from ledger.domain.program import ProgramConfig
+from ledger.service_layer.batches import Batches
 from ledger.service_layer.errors import (
     AsOfInFutureError,
     ContentionError,
@@ -51,6 +53,36 @@ Outcome = tuple[int, dict[str, Any]]
 # Coupon codes: no 0/O, 1/I/L or U, so that they survive being read out at a till.
 _CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
 Decide = Callable[[MemberAccount, ProgramConfig, Loaded, datetime], dict[str, Any]]
+# A command's answer and the events it wrote, each with its member id.
+Done = tuple[Outcome, list[tuple[str, Event]]]
+
+
+@dataclass(frozen=True)
+class _Command:
+    ctx: RequestContext
+    decide: Decide
+    status: int
+    enrol: Callable[[Loaded, datetime], MemberAccount] | None
+    load: dict[str, Any]
+    traceparent: str | None  # of the request, read in its own context
+
+
+def _member_key(command: _Command) -> Any:
+    """Commands on one member go in different batches (the second would only lose)."""
+    load = command.load
+    for name in ("member_id", "card_token", "transaction_id", "coupon_code"):
+        if load.get(name) is not None:
+            return name, load[name]
+    return None
+
+
+@dataclass(frozen=True)
+class _Step:
+    outcome: Outcome
+    save: repository.Save | None = None
+    member_id: str = ""
+    written: list[tuple[str, Event]] = field(default_factory=list)
+    refresh: tuple[UUID, datetime] | None = None  # a recomputed next_period_end to store
 
 
 @dataclass(frozen=True)
@@ -68,6 +100,15 @@ log = structlog.get_logger("ledger")
 EARNS = Metric("loyalty_earns_total", "Earn transactions written", ["program_id"])
 REDEMPTIONS = Metric("loyalty_redemptions_total", "Redemptions written", ["program_id"])
 POINTS = Metric("loyalty_points_total", "Points earned and redeemed", ["program_id", "direction"])
+BATCH = Histogram(
+    "loyalty_write_batch_commands",
+    "Member commands per batch of first tries (loads in one round trip, saves in one more)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+ROLLBACKS = Metric(
+    "loyalty_write_batch_rollbacks",
+    "Batches of saves rolled back by one command's error; their commands retried alone",
+)
 
 
 def _record(program_id: UUID, member_id: str, event: Event) -> None:
@@ -109,6 +150,7 @@ class Ledger:
         self.allow_future_as_of = allow_future_as_of
         self._configs: dict[UUID, tuple[int, ProgramConfig]] = {}
         self._in_flight: set[tuple[UUID, str]] = set()
+        self._batches: Batches[_Command, Done | None] = Batches(self._run_batch, key=_member_key)
 
     def _config(self, program_id: UUID, loaded: Loaded) -> ProgramConfig:
         cached = self._configs.get(program_id)
@@ -146,26 +188,23 @@ class Ledger:
                     "a request with this Idempotency-Key is still being processed"
                 )
             self._in_flight.add(flight)
+        command = _Command(ctx, decide, status, enrol, load, current_traceparent())
         try:
             for attempt in range(_ATTEMPTS):
-                written: list[tuple[str, Event]] = []
-                async with self.pool.acquire() as conn:
-                    try:
-                        if attempt == 0:
-                            outcome = await self._attempt(
-                                conn, ctx, decide, status, enrol, load, written, locked=False
-                            )
-                        else:
-                            async with conn.transaction():
-                                outcome = await self._attempt(
-                                    conn, ctx, decide, status, enrol, load, written, locked=True
-                                )
-                    except asyncpg.UniqueViolationError as exc:
-                        self._raise_for_constraint(exc)
-                        continue
-                    except repository.StaleTransactionError:
-                        continue
-                if outcome is not None:
+                try:
+                    if attempt == 0:
+                        # Optimistic, in a batch with whatever other commands arrived
+                        # meanwhile; a lost race retries alone, under the member's lock.
+                        done = await self._batches.submit(command)
+                    else:
+                        done = await self._locked_attempt(command)
+                except asyncpg.UniqueViolationError as exc:
+                    self._raise_for_constraint(exc)
+                    continue
+                except repository.StaleTransactionError:
+                    continue
+                if done is not None:
+                    outcome, written = done
                     for member_id, event in written:
                         _record(ctx.program_id, member_id, event)
                     return outcome
@@ -192,36 +231,94 @@ class Ledger:
         ):
             raise exc
 
-    async def _attempt(
-        self,
-        conn: asyncpg.Connection,
-        ctx: RequestContext,
-        decide: Decide,
-        status: int,
-        enrol: Callable[[Loaded, datetime], MemberAccount] | None,
-        load: dict[str, Any],
-        written: list[tuple[str, Event]],
-        *,
-        locked: bool,
-    ) -> Outcome | None:
-        """One try of a command; None if it lost a race. ``written`` gets the events it
-        appended."""
-        loaded = await repository.load_member(
-            conn, ctx.program_id, idempotency_key=ctx.idempotency_key, for_update=locked, **load
-        )
+    async def _locked_attempt(self, command: _Command) -> Done | None:
+        """One try of a command in a transaction of its own, holding the member's row
+        lock from the load on; None if it still lost a race."""
+        ctx = command.ctx
+        async with self.pool.acquire() as conn, conn.transaction():
+            loaded = await repository.load_member(
+                conn,
+                ctx.program_id,
+                idempotency_key=ctx.idempotency_key,
+                for_update=True,
+                **command.load,
+            )
+            if loaded is None:
+                raise NotFoundError("program_not_found", "the program does not exist")
+            step = self._step(command, loaded)
+            if step.save is None:
+                if step.refresh is not None:
+                    await repository.refresh_next_period_end(conn, *step.refresh)
+                return step.outcome, []
+            sql, args = step.save
+            if await conn.fetchval(sql, *args) != 1:
+                return None
+            return step.outcome, step.written
+
+    async def _run_batch(self, commands: list[_Command]) -> list[Done | Exception | None]:
+        """The first, optimistic try of several commands: their loads in one round trip,
+        their saves in one more (one transaction). Each command's result, None if it
+        lost a race, or the exception it raised."""
+        BATCH.observe(len(commands))
+        results: list[Done | Exception | None] = [None] * len(commands)
+        async with self.pool.acquire() as conn:
+            try:
+                loads = await repository.load_members(
+                    conn,
+                    [
+                        repository.load_args(
+                            c.ctx.program_id, idempotency_key=c.ctx.idempotency_key, **c.load
+                        )
+                        for c in commands
+                    ],
+                )
+            except asyncpg.PostgresError:
+                if len(commands) == 1:
+                    raise
+                loads = None
+            if loads is None:  # some command's load failed, or its program is unknown
+                return results  # each retries alone
+            saving: list[tuple[int, _Step, repository.Save]] = []
+            for index, (command, loaded) in enumerate(zip(commands, loads, strict=True)):
+                try:
+                    step = self._step(command, loaded)
+                except Exception as exc:  # the command's own answer (an error response)
+                    results[index] = exc
+                    continue
+                if step.save is None:
+                    if step.refresh is not None:
+                        await repository.refresh_next_period_end(conn, *step.refresh)
+                    results[index] = (step.outcome, [])
+                else:
+                    saving.append((index, step, step.save))
+            # One lock order for all batches, so that two of them rarely deadlock.
+            saving.sort(key=lambda item: item[1].member_id)
+            saved = await repository.save_members(conn, [save for _, _, save in saving])
+        ROLLBACKS.inc(len({id(o) for o in saved if isinstance(o, Exception)}))
+        for (index, step, _), outcome in zip(saving, saved, strict=True):
+            if outcome is True:
+                results[index] = (step.outcome, step.written)
+            elif isinstance(outcome, asyncpg.UniqueViolationError) and saved.count(outcome) == 1:
+                results[index] = outcome  # alone in its statement: the constraint is its own
+            # else None: it lost a race, or shared a rolled-back batch; it retries alone.
+        return results
+
+    def _step(self, command: _Command, loaded: Loaded | None) -> _Step:
+        """What a command decides on what was loaded: its answer, and what to write."""
+        ctx, load = command.ctx, command.load
         if loaded is None:
             raise NotFoundError("program_not_found", "the program does not exist")
         if ctx.idempotency_key is not None and loaded.idempotency is not None:
             stored = loaded.idempotency
             if ctx.request_hash is not None and stored["hash"] == ctx.request_hash.hex():
-                return stored["status"], stored["response"]
+                return _Step((stored["status"], stored["response"]))
             raise IdempotencyKeyReusedError(
                 "this Idempotency-Key was used with a different request"
             )
         config = self._config(ctx.program_id, loaded)
         now = datetime.now(UTC)
-        if enrol is not None:
-            account = enrol(loaded, now)
+        if command.enrol is not None:
+            account = command.enrol(loaded, now)
         elif loaded.account is None:
             if load.get("coupon_code") is not None:
                 raise NotFoundError("coupon_not_found", "no such coupon in this program")
@@ -232,35 +329,31 @@ class Ledger:
             account = loaded.account
         if load.get("order_id") and loaded.order_seen:
             raise DuplicateOrderError("this order has already earned points for the member")
-        body = decide(account, config, loaded, now)
+        outcome = command.status, command.decide(account, config, loaded, now)
+        next_end = account.next_period_end(config)
         if not account.new_events:
-            next_end = account.next_period_end(config)
             if loaded.next_period_end is not None and loaded.next_period_end != next_end:
-                await repository.refresh_next_period_end(conn, UUID(account.member_id), next_end)
-            return status, body
+                return _Step(outcome, refresh=(UUID(account.member_id), next_end))
+            return _Step(outcome)
         record = None
         if ctx.idempotency_key is not None and ctx.request_hash is not None:
-            record = IdempotencyRecord(ctx.idempotency_key, ctx.request_hash, status, body)
+            record = IdempotencyRecord(ctx.idempotency_key, ctx.request_hash, *outcome)
         meta = EventMeta(
             actor=ctx.actor,
             correlation_id=ctx.correlation_id,
             recorded_at=now,
             reason=ctx.reason,
             causation_id=ctx.causation_id,
-            trace_context=current_traceparent(),
+            trace_context=command.traceparent,
         )
-        saved = await repository.save_member(
-            conn,
-            ctx.program_id,
-            account,
-            next_period_end=account.next_period_end(config),
-            meta=meta,
-            idempotency=record,
+        return _Step(
+            outcome,
+            save=repository.save_statement(
+                ctx.program_id, account, next_period_end=next_end, meta=meta, idempotency=record
+            ),
+            member_id=account.member_id,
+            written=[(account.member_id, event) for event in account.new_events],
         )
-        if not saved:
-            return None
-        written.extend((account.member_id, event) for event in account.new_events)
-        return status, body
 
     # -- member commands ----------------------------------------------------------------
 
