@@ -129,3 +129,24 @@ def test_a_cancelled_submitter_does_not_disturb_the_others() -> None:
         assert ["gone"] not in recorder.batches and ["kept"] in recorder.batches
 
     asyncio.run(scenario())
+
+
+def test_an_item_waits_while_a_batch_with_its_key_is_in_flight() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        batches: Batches[str, str] = Batches(recorder.run, key=_key, lanes=2)
+        first = asyncio.create_task(batches.submit("m1:a"))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        second = asyncio.create_task(batches.submit("m1:b"))  # m1 is in flight: waits
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        other = asyncio.create_task(batches.submit("m2:a"))  # another lane takes it
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert recorder.batches == [["m1:a"], ["m2:a"]]
+        recorder.release.set()
+        assert [await first, await second, await other] == ["M1:A", "M1:B", "M2:A"]
+        assert recorder.batches == [["m1:a"], ["m2:a"], ["m1:b"]]
+
+    asyncio.run(scenario())

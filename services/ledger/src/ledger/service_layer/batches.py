@@ -20,7 +20,8 @@ class Batches(Generic[T, R]):
     """Runs submitted items through ``run`` in batches, ``lanes`` batches at a time.
 
     ``run`` answers each item of its batch with a result or the exception to raise to
-    that item's submitter. Items with the same ``key`` (not None) never share a batch.
+    that item's submitter. Items with the same ``key`` (not None) never share a batch,
+    and one waits while a batch with its key is in flight: it would only lose to it.
     """
 
     def __init__(
@@ -35,6 +36,7 @@ class Batches(Generic[T, R]):
         self._lanes, self._max_size = lanes, max_size
         self._busy = 0
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._keys_in_flight: set[Hashable] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
@@ -47,7 +49,7 @@ class Batches(Generic[T, R]):
             task.add_done_callback(self._tasks.discard)
         return await future
 
-    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+    def _take(self) -> tuple[list[tuple[T, asyncio.Future[R]]], set[Hashable]]:
         batch: list[tuple[T, asyncio.Future[R]]] = []
         rest: list[tuple[T, asyncio.Future[R]]] = []
         keys: set[Hashable] = set()
@@ -55,21 +57,24 @@ class Batches(Generic[T, R]):
             key = self._key(entry[0])
             if entry[1].done():  # its submitter was cancelled before it ran
                 continue
-            if len(batch) < self._max_size and (key is None or key not in keys):
+            if len(batch) < self._max_size and (
+                key is None or (key not in keys and key not in self._keys_in_flight)
+            ):
                 batch.append(entry)
                 if key is not None:
                     keys.add(key)
             else:
                 rest.append(entry)
         self._queue = rest
-        return batch
+        self._keys_in_flight |= keys
+        return batch, keys
 
     async def _drain(self) -> None:
         try:
             while self._queue:
-                batch = self._take()
-                if not batch:
-                    continue
+                batch, keys = self._take()
+                if not batch:  # what is left waits for a batch in flight in another lane,
+                    break  # which takes it when it is done
                 try:
                     results = await self._run([item for item, _ in batch])
                 except Exception as exc:
@@ -78,6 +83,8 @@ class Batches(Generic[T, R]):
                     for _, future in batch:
                         future.cancel()
                     raise
+                finally:
+                    self._keys_in_flight -= keys
                 for (_, future), result in zip(batch, results, strict=True):
                     if future.done():
                         continue
