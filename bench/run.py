@@ -4,6 +4,8 @@ whether balance reads stay flat as a member's history grows.
 One run, one freshly started PostgreSQL (embedded, or TEST_DATABASE_URL's server):
 
 1. pgbench: one-row INSERT transactions, 32 clients: the database's ceiling here.
+   1b. The HTTP stack's ceiling: a FastAPI endpoint on asyncpg that inserts one row per
+   request (bench/thin_app.py), driven like the earns.
 2. HTTP earns: 32 concurrent keep-alive clients (in a separate process) against a real
    `loyalty serve` process: earns/s, p50/p99 latency, errors.
 3. The ratio earns/s / pgbench tps (aim >= 0.10, goal 0.25).
@@ -240,6 +242,110 @@ def run_pgbench(
         pgbench_cpu=after.children - before.children,
         seconds=after.at - before.at,
     )
+
+
+# -- 1b. the HTTP stack's ceiling ---------------------------------------------------------
+
+
+@dataclass
+class ThinResult:
+    rate: float
+    count: int
+    latencies: list[float]
+    errors: int
+    server_cpu: float | None
+    postgres_cpu: float | None
+
+
+def thin_phase(
+    args: argparse.Namespace, dsn: str, meter: CpuMeter, workdir: Path, workers: str
+) -> ThinResult:
+    """bench/thin_app.py under uvicorn, driven by the load generator like the earns."""
+    say()
+    say(
+        f"## 1b. the HTTP stack's ceiling: FastAPI + asyncpg, one-row INSERT per request,"
+        f" {workers} uvicorn workers, {args.clients} clients, {args.warmup:g}s warm-up,"
+        f" {args.duration:g}s window"
+    )
+
+    async def scratch(sql: str) -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            if sql.startswith("SELECT"):
+                return int(await conn.fetchval(sql))
+            await conn.execute(sql)
+            return 0
+        finally:
+            await conn.close()
+
+    asyncio.run(
+        scratch(
+            "DROP TABLE IF EXISTS bench_thin; CREATE TABLE bench_thin ("
+            " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, member_id uuid NOT NULL,"
+            " order_id text NOT NULL, amount text NOT NULL)"
+        )
+    )
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "thin_app:app",
+        "--app-dir",
+        str(BENCH_DIR),
+        "--port",
+        str(port),
+        "--workers",
+        workers,
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    env = {"BENCH_THIN_DSN": dsn}
+    health = f"http://127.0.0.1:{port}/healthz"
+    with running_process(command, env, health, workdir / "thin.log") as server:
+        meter.server_pid = server.pid
+        members = [str(uuid.uuid4()) for _ in range(args.members)]
+        raw = run_earn_load(
+            Target("127.0.0.1", port, "none"),
+            members,
+            meter,
+            clients=args.clients,
+            warmup=args.warmup,
+            duration=args.duration,
+            workdir=workdir,
+        )
+    meter.server_pid = None
+    stored = asyncio.run(scratch("SELECT count(*) FROM bench_thin"))
+    asyncio.run(scratch("DROP TABLE bench_thin"))
+    count = len(raw["latencies"])
+    errors = sum(n for status, n in raw["statuses"].items() if status != "201")
+    if errors or stored != raw["total_ok"]:
+        raise SystemExit(
+            f"the one-row endpoint failed: statuses {raw['statuses']}, {stored} rows for"
+            f" {raw['total_ok']} answers; first error: {raw['first_error']}"
+        )
+    thin = ThinResult(
+        rate=count / raw["window_seconds"],
+        count=count,
+        latencies=raw["latencies"],
+        errors=errors,
+        server_cpu=raw["server_cpu"],
+        postgres_cpu=raw["postgres_cpu"],
+    )
+    say(
+        f"requests {count:,} in {raw['window_seconds']:g}s = {thin.rate:,.0f}/s | p50"
+        f" {ms(percentile(thin.latencies, 0.5))} | p99 {ms(percentile(thin.latencies, 0.99))}"
+    )
+    say(
+        f"CPU per request: server {_per(thin.server_cpu, count)} us, postgres"
+        f" {_per(thin.postgres_cpu, count)} us, loadgen {_per(raw['cpu_seconds'], count)} us"
+    )
+    return thin
 
 
 # -- HTTP helpers ---------------------------------------------------------------------------
@@ -583,6 +689,10 @@ def main() -> None:
             f" | postgres CPU per transaction {_per(pg.postgres_cpu, pg.transactions or 0)} us"
         )
 
+        # One worker per core, as the ledger is run on a machine of its own.
+        workers = os.environ.get("LEDGER_WORKERS", str(psutil.cpu_count() or 1))
+        thin = thin_phase(args, dsn, meter, workdir, workers)
+
         port = free_port()
         loyalty = shutil.which("loyalty", path=str(Path(sys.executable).parent))
         if loyalty is None:
@@ -592,8 +702,7 @@ def main() -> None:
             "LEDGER_PORT": str(port),
             "LOYALTY_ENV": "dev",
             "LEDGER_CLOCK_INTERVAL_SECONDS": "0",
-            # One worker per core, as the ledger is run on a machine of its own.
-            "LEDGER_WORKERS": os.environ.get("LEDGER_WORKERS", str(psutil.cpu_count() or 1)),
+            "LEDGER_WORKERS": workers,
             "LOG_LEVEL": "WARNING",
         }
         log = workdir / "ledger.log"
@@ -612,6 +721,11 @@ def main() -> None:
                     f"{earn.rate:,.0f} / {pg.tps:,.0f} = {ratio:.3f}"
                     f"   (aim >= {AIM:.2f}, goal {GOAL:.2f}): {_verdict(ratio)}"
                 )
+                say(
+                    f"for scale: the one-row FastAPI endpoint reached {thin.rate:,.0f}/s ="
+                    f" {thin.rate / pg.tps:.3f} of pgbench; the ledger's earns are"
+                    f" {earn.rate / thin.rate:.2f} of that endpoint's rate"
+                )
                 balance = balance_phase(args, target, dsn, program_id)
         except BaseException:
             if log.exists():
@@ -621,7 +735,7 @@ def main() -> None:
 
     say()
     say(f"## summary (the bench took {time.perf_counter() - run_started:.0f}s)")
-    summary(args, pg, earn, ratio, balance)
+    summary(args, pg, thin, earn, ratio, balance)
     if not (earn.errors == 0 and earn.stored == earn.total_ok and balance.checks_ok):
         raise SystemExit("correctness checks failed: see above")
 
@@ -785,6 +899,7 @@ def balance_phase(
 def summary(
     args: argparse.Namespace,
     pg: PgbenchResult,
+    thin: ThinResult,
     earn: EarnResult,
     ratio: float,
     balance: BalanceResult,
@@ -794,6 +909,11 @@ def summary(
 
     rows = [
         (f"pgbench one-row INSERT tps ({args.clients} clients)", f"{pg.tps:,.0f}", ""),
+        (
+            "FastAPI + asyncpg one-row endpoint req/s",
+            f"{thin.rate:,.0f}",
+            f"{thin.rate / pg.tps:.3f} of pgbench; ledger earns {earn.rate / thin.rate:.2f} of it",
+        ),
         (
             f"HTTP earns/s ({args.clients} clients)",
             f"{earn.rate:,.0f}",
