@@ -195,22 +195,30 @@ def pgbench_connection(dsn: str) -> tuple[list[str], dict[str, str]]:
     return args, env
 
 
-def run_pgbench(
-    dsn: str, meter: CpuMeter, *, clients: int, threads: int, seconds: int, workdir: Path
-) -> PgbenchResult:
-    async def scratch(sql: str) -> None:
+def scratch_sql(dsn: str, sql: str) -> Any:
+    """Run ``sql`` (one or more statements) on a connection of its own; the value of a
+    single query's first column."""
+
+    async def run() -> Any:
         conn = await asyncpg.connect(dsn)
         try:
-            await conn.execute(sql)
+            if sql.startswith("SELECT"):
+                return await conn.fetchval(sql)
+            return await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(
-        scratch(
-            "DROP TABLE IF EXISTS bench_scratch; CREATE TABLE bench_scratch ("
-            " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-            " client int NOT NULL, at timestamptz NOT NULL DEFAULT now())"
-        )
+    return asyncio.run(run())
+
+
+def run_pgbench(
+    dsn: str, meter: CpuMeter, *, clients: int, threads: int, seconds: int, workdir: Path
+) -> PgbenchResult:
+    scratch_sql(
+        dsn,
+        "DROP TABLE IF EXISTS bench_scratch; CREATE TABLE bench_scratch ("
+        " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+        " client int NOT NULL, at timestamptz NOT NULL DEFAULT now())",
     )
     script = workdir / "insert_one_row.sql"
     script.write_text("INSERT INTO bench_scratch (client) VALUES (:client_id);\n")
@@ -222,7 +230,7 @@ def run_pgbench(
         command, env={**os.environ, **env}, capture_output=True, text=True, check=False
     )
     after = meter.sample()
-    asyncio.run(scratch("DROP TABLE bench_scratch"))
+    scratch_sql(dsn, "DROP TABLE bench_scratch")
     if completed.returncode != 0:
         raise SystemExit(
             f"pgbench failed ({completed.returncode}):\n{completed.stderr}\n{completed.stdout}"
@@ -247,19 +255,9 @@ def run_pgbench(
 # -- 1b. the HTTP stack's ceiling ---------------------------------------------------------
 
 
-@dataclass
-class ThinResult:
-    rate: float
-    count: int
-    latencies: list[float]
-    errors: int
-    server_cpu: float | None
-    postgres_cpu: float | None
-
-
 def thin_phase(
     args: argparse.Namespace, dsn: str, meter: CpuMeter, workdir: Path, workers: str
-) -> ThinResult:
+) -> EarnResult:
     """bench/thin_app.py under uvicorn, driven by the load generator like the earns."""
     say()
     say(
@@ -268,22 +266,11 @@ def thin_phase(
         f" {args.duration:g}s window"
     )
 
-    async def scratch(sql: str) -> int:
-        conn = await asyncpg.connect(dsn)
-        try:
-            if sql.startswith("SELECT"):
-                return int(await conn.fetchval(sql))
-            await conn.execute(sql)
-            return 0
-        finally:
-            await conn.close()
-
-    asyncio.run(
-        scratch(
-            "DROP TABLE IF EXISTS bench_thin; CREATE TABLE bench_thin ("
-            " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, member_id uuid NOT NULL,"
-            " order_id text NOT NULL, amount text NOT NULL)"
-        )
+    scratch_sql(
+        dsn,
+        "DROP TABLE IF EXISTS bench_thin; CREATE TABLE bench_thin ("
+        " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, member_id uuid NOT NULL,"
+        " order_id text NOT NULL, amount text NOT NULL)",
     )
     port = free_port()
     command = [
@@ -320,30 +307,21 @@ def thin_phase(
             workdir=workdir,
         )
     meter.server_pid = None
-    stored = asyncio.run(scratch("SELECT count(*) FROM bench_thin"))
-    asyncio.run(scratch("DROP TABLE bench_thin"))
-    count = len(raw["latencies"])
-    errors = sum(n for status, n in raw["statuses"].items() if status != "201")
-    if errors or stored != raw["total_ok"]:
+    thin = EarnResult.of(raw, stored=int(scratch_sql(dsn, "SELECT count(*) FROM bench_thin")))
+    scratch_sql(dsn, "DROP TABLE bench_thin")
+    if thin.errors or thin.stored != thin.total_ok:
         raise SystemExit(
-            f"the one-row endpoint failed: statuses {raw['statuses']}, {stored} rows for"
-            f" {raw['total_ok']} answers; first error: {raw['first_error']}"
+            f"the one-row endpoint failed: statuses {thin.statuses}, {thin.stored} rows for"
+            f" {thin.total_ok} answers; first error: {thin.first_error}"
         )
-    thin = ThinResult(
-        rate=count / raw["window_seconds"],
-        count=count,
-        latencies=raw["latencies"],
-        errors=errors,
-        server_cpu=raw["server_cpu"],
-        postgres_cpu=raw["postgres_cpu"],
-    )
     say(
-        f"requests {count:,} in {raw['window_seconds']:g}s = {thin.rate:,.0f}/s | p50"
+        f"requests {thin.count:,} in {thin.seconds:g}s = {thin.rate:,.0f}/s | p50"
         f" {ms(percentile(thin.latencies, 0.5))} | p99 {ms(percentile(thin.latencies, 0.99))}"
     )
     say(
-        f"CPU per request: server {_per(thin.server_cpu, count)} us, postgres"
-        f" {_per(thin.postgres_cpu, count)} us, loadgen {_per(raw['cpu_seconds'], count)} us"
+        f"CPU per request: server {_per(thin.server_cpu, thin.count)} us, postgres"
+        f" {_per(thin.postgres_cpu, thin.count)} us, loadgen"
+        f" {_per(thin.loadgen_cpu, thin.count)} us"
     )
     return thin
 
@@ -408,6 +386,23 @@ class EarnResult:
     server_cpu: float | None
     postgres_cpu: float | None
     machine_cpu: float
+
+    @classmethod
+    def of(cls, raw: dict[str, Any], *, stored: int) -> EarnResult:
+        """From ``run_earn_load``'s result and the count of rows the run stored."""
+        return cls(
+            count=len(raw["latencies"]),
+            seconds=raw["window_seconds"],
+            latencies=raw["latencies"],
+            statuses=raw["statuses"],
+            first_error=raw["first_error"],
+            total_ok=raw["total_ok"],
+            stored=stored,
+            loadgen_cpu=raw["cpu_seconds"],
+            server_cpu=raw["server_cpu"],
+            postgres_cpu=raw["postgres_cpu"],
+            machine_cpu=raw["machine_cpu"],
+        )
 
     @property
     def rate(self) -> float:
@@ -771,19 +766,7 @@ def earn_phase(
         duration=args.duration,
         workdir=workdir,
     )
-    earn = EarnResult(
-        count=len(raw["latencies"]),
-        seconds=raw["window_seconds"],
-        latencies=raw["latencies"],
-        statuses=raw["statuses"],
-        first_error=raw["first_error"],
-        total_ok=raw["total_ok"],
-        stored=asyncio.run(_count_earns(dsn, program_id)),
-        loadgen_cpu=raw["cpu_seconds"],
-        server_cpu=raw["server_cpu"],
-        postgres_cpu=raw["postgres_cpu"],
-        machine_cpu=raw["machine_cpu"],
-    )
+    earn = EarnResult.of(raw, stored=asyncio.run(_count_earns(dsn, program_id)))
     say(
         f"earns {earn.count:,} in {earn.seconds:g}s = {earn.rate:,.0f}/s | p50"
         f" {ms(percentile(earn.latencies, 0.5))} | p99 {ms(percentile(earn.latencies, 0.99))}"
@@ -899,7 +882,7 @@ def balance_phase(
 def summary(
     args: argparse.Namespace,
     pg: PgbenchResult,
-    thin: ThinResult,
+    thin: EarnResult,
     earn: EarnResult,
     ratio: float,
     balance: BalanceResult,

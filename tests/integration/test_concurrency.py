@@ -7,6 +7,7 @@ from collections import Counter
 
 import asyncpg
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import Program, earn, enrol, idem, purchase
 
@@ -72,24 +73,25 @@ def test_concurrent_earns_lose_no_update(program: Program) -> None:
         assert api.get(f"/v1/members/{member}/balance").json()["available"] == 400
 
 
-def _batch_counts(program: Program) -> tuple[float, float]:
-    """(batches, commands) so far, from the ledger's /metrics."""
+def _metrics(program: Program) -> dict[str, float]:
+    """The ledger's unlabelled samples at /metrics, by name."""
     text = httpx.get(f"{program.url}/metrics").text
-    values = {
-        line.split()[0]: float(line.split()[1])
-        for line in text.splitlines()
-        if line.startswith("loyalty_write_batch_commands_")
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels
     }
+
+
+def _batch_counts(program: Program) -> tuple[float, float]:
+    """(batches, commands) so far."""
+    values = _metrics(program)
     return values["loyalty_write_batch_commands_count"], values["loyalty_write_batch_commands_sum"]
 
 
 def _constraint_rollbacks(program: Program) -> float:
-    text = httpx.get(f"{program.url}/metrics").text
-    return sum(
-        float(line.split()[1])
-        for line in text.splitlines()
-        if line.startswith("loyalty_write_batch_rollbacks_total")
-    )
+    return _metrics(program).get("loyalty_write_batch_rollbacks_total", 0.0)
 
 
 def test_a_burst_over_many_members_is_batched_and_each_gets_its_own_answer(

@@ -25,13 +25,18 @@ def _key(item: str) -> str | None:
     return item.split(":")[0] if ":" in item else None
 
 
+async def _settle() -> None:
+    """Let the tasks just created (submitters, then the lanes they start) run."""
+    for _ in range(2):
+        await asyncio.sleep(0)
+
+
 def test_a_lone_item_runs_at_once_and_later_ones_form_the_next_batch() -> None:
     async def scenario() -> None:
         recorder = Recorder()
         batches: Batches[str, str] = Batches(recorder.run, key=_key, lanes=1)
         first = asyncio.create_task(batches.submit("a"))
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await _settle()
         assert recorder.batches == [["a"]]
         rest = [asyncio.create_task(batches.submit(x)) for x in "bcd"]
         await asyncio.sleep(0)
@@ -103,8 +108,7 @@ def test_lanes_bound_the_batches_in_flight() -> None:
         tasks = []
         for item in "abcdef":
             tasks.append(asyncio.create_task(batches.submit(item)))
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
+            await _settle()
         assert recorder.batches == [["a"], ["b"]]  # two lanes busy, the rest queue
         recorder.release.set()
         assert [await t for t in tasks] == list("ABCDEF")
@@ -136,14 +140,11 @@ def test_an_item_waits_while_a_batch_with_its_key_is_in_flight() -> None:
         recorder = Recorder()
         batches: Batches[str, str] = Batches(recorder.run, key=_key, lanes=2)
         first = asyncio.create_task(batches.submit("m1:a"))
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await _settle()
         second = asyncio.create_task(batches.submit("m1:b"))  # m1 is in flight: waits
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await _settle()
         other = asyncio.create_task(batches.submit("m2:a"))  # another lane takes it
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await _settle()
         assert recorder.batches == [["m1:a"], ["m2:a"]]
         recorder.release.set()
         assert [await first, await second, await other] == ["M1:A", "M1:B", "M2:A"]
