@@ -14,6 +14,22 @@ def test_healthz_needs_no_key(ledger_url: str) -> None:
     assert httpx.get(f"{ledger_url}/healthz").status_code == 200
 
 
+def test_openapi_documents_each_routes_key_and_headers(ledger_url: str) -> None:
+    document = httpx.get(f"{ledger_url}/openapi.json").json()
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    earn = document["paths"]["/v1/members/{member_id}/earn"]["post"]
+    balance = document["paths"]["/v1/members/{member_id}/balance"]["get"]
+    for operation in (earn, balance):
+        assert operation["security"] == [{"HTTPBearer": []}]
+        assert "422" in operation["responses"]
+    headers = {p["name"]: p for p in earn["parameters"] if p["in"] == "header"}
+    assert list(headers) == ["Idempotency-Key", "X-Correlation-Id", "X-Causation-Id"]
+    assert headers["Idempotency-Key"]["required"] is True
+    assert headers["Idempotency-Key"]["schema"]["maxLength"] == 255
+    assert [p["name"] for p in balance["parameters"] if p["in"] == "header"] == ["X-Correlation-Id"]
+    assert "security" not in document["paths"]["/healthz"]["get"]
+
+
 def test_missing_unknown_and_underscoped_keys(program: Program) -> None:
     bare = httpx.get(f"{program.url}/v1/program")
     assert bare.status_code == 401 and bare.json()["code"] == "unauthorized"
@@ -231,6 +247,16 @@ def test_bad_input_names_the_field_and_writes_nothing(api: httpx.Client) -> None
     assert huge.status_code == 413 and huge.json()["code"] == "body_too_large"
     no_key = api.post(f"/v1/members/{member}/earn", json=purchase())
     assert no_key.status_code == 422 and "idempotency-key" in no_key.text.lower()
+    for header, value in {
+        "Idempotency-Key": "two words",
+        "X-Correlation-Id": "c" * 101,
+        "X-Causation-Id": "c" * 101,
+    }.items():
+        bad = api.post(
+            f"/v1/members/{member}/earn", json=purchase(), headers={**idem(), header: value}
+        )
+        assert bad.status_code == 422, (header, bad.text)
+        assert [e["field"] for e in bad.json()["errors"]] == [header]
     assert api.get(f"/v1/members/{member}/events").json()["events"][-1]["type"] == (
         "MemberEnrolled"
     )

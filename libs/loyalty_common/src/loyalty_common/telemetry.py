@@ -38,6 +38,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -49,6 +50,9 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 TRACEPARENT = "traceparent"
+# What an event keeps is the trace context alone (not baggage, the global propagator's
+# other half), so it is injected by this propagator directly.
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
 # FastAPI's own OpenTelemetry stays off: RequestTelemetry does the spans and metrics.
 TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 _configured = False
@@ -160,7 +164,7 @@ def metrics_response() -> Response:
 def current_traceparent() -> str | None:
     """The current span as a W3C `traceparent`, to keep with what it wrote."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    _TRACE_CONTEXT.inject(carrier)
     return carrier.get(TRACEPARENT)
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import asyncpg
+from uuid_utils import uuid7
 
 from ledger.adapters.codec import (
     account_from_row,
@@ -353,7 +354,7 @@ def save_statement(
         event_type, data = encode_event(event)
         encoded.append(
             {
-                "event_id": str(uuid4()),
+                "event_id": str(uuid7()),
                 "version": first_version + offset,
                 "type": event_type,
                 "data": data,

@@ -199,3 +199,27 @@ class ConsentsRequest(_Body):
 
     consents: Annotated[dict[Literal["email", "sms", "push"], StrictBool], Field(min_length=1)]
     source: Text | None = None
+
+
+CorrelationId = Annotated[str | None, Field(alias="X-Correlation-Id", max_length=100)]
+
+
+class ReadHeaders(BaseModel):
+    """The headers every authenticated request may carry (besides Authorization)."""
+
+    correlation_id: CorrelationId = None
+
+
+class WriteHeaders(BaseModel):
+    """The headers of a write."""
+
+    idempotency_key: str = Field(
+        alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"
+    )
+    correlation_id: CorrelationId = None
+    causation_id: str | None = Field(
+        default=None,
+        alias="X-Causation-Id",
+        max_length=100,
+        description="the event that caused the write",
+    )

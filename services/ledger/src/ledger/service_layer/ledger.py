@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import asyncpg
 import structlog
 from loyalty_common.telemetry import current_traceparent
 from prometheus_client import Counter as Metric
 from prometheus_client import Histogram
+from uuid_utils import uuid4, uuid7
 
 from ledger.adapters import repository
 from ledger.adapters.codec import coupon_from_row, profile_of
@@ -440,8 +441,8 @@ class Ledger:
             event = account.earn_purchase(
                 purchase,
                 config,
-                transaction_id=str(uuid4()),
-                lot_id=str(uuid4()),
+                transaction_id=str(uuid7()),
+                lot_id=str(uuid7()),
                 now=now,
                 bonuses=bonuses,
             )
@@ -474,8 +475,8 @@ class Ledger:
                 ctx.reason or "bonus",
                 config,
                 qualifying=qualifying,
-                transaction_id=str(uuid4()),
-                lot_id=str(uuid4()),
+                transaction_id=str(uuid7()),
+                lot_id=str(uuid7()),
                 occurred_at=occurred_at or now,
                 now=now,
             )
@@ -497,7 +498,7 @@ class Ledger:
         ) -> dict[str, Any]:
             account.advance_to(now, config)
             event = account.redeem(
-                points, transaction_id=str(uuid4()), now=now, reward=reward, order_id=order_id
+                points, transaction_id=str(uuid7()), now=now, reward=reward, order_id=order_id
             )
             return {
                 "transaction_id": event.transaction_id,
@@ -523,7 +524,7 @@ class Ledger:
             account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
         ) -> dict[str, Any]:
             event = account.issue_coupon(
-                coupon_id=str(uuid4()), code=new_coupon_code(), now=now, **spec
+                coupon_id=str(uuid7()), code=new_coupon_code(), now=now, **spec
             )
             return _coupon_view(account.coupons[event.coupon_id], account.member_id)
 
@@ -547,7 +548,7 @@ class Ledger:
             account.redeem_coupon(
                 coupon.coupon_id,
                 now=now,
-                transaction_id=str(uuid4()),
+                transaction_id=str(uuid7()),
                 order_id=order_id,
                 order_amount=order_amount,
                 currency=currency,
@@ -575,7 +576,7 @@ class Ledger:
         ) -> dict[str, Any]:
             account.advance_to(now, config)
             event = account.adjust(
-                points, config, transaction_id=str(uuid4()), lot_id=str(uuid4()), now=now
+                points, config, transaction_id=str(uuid7()), lot_id=str(uuid7()), now=now
             )
             return {
                 "transaction_id": event.transaction_id,
@@ -602,7 +603,7 @@ class Ledger:
             event = account.reverse(
                 str(transaction_id),
                 config,
-                transaction_id=str(uuid4()),
+                transaction_id=str(uuid7()),
                 now=now,
                 points=points,
                 amount=amount,
