@@ -307,6 +307,16 @@ def test_balance_lists_points_expiring_within_90_days_by_local_date() -> None:
     assert account.available == 175
 
 
+def test_advanced_balance_is_the_balance_applied_to_the_account_itself() -> None:
+    cfg = config(pending_days=14)
+    account = _balance_account()
+    earn(account, cfg, "100", utc(2025, 12, 25), "P")
+    view = account.balance(utc(2026, 1, 10), cfg)  # the 100 became available on 8 January
+    assert account.pending == 100  # the view left the account as it was
+    assert account.advanced_balance(utc(2026, 1, 10), cfg) == view
+    assert (account.available, account.pending) == (view.available, view.pending) == (275, 0)
+
+
 def test_balance_counts_qualifying_points_of_the_current_period() -> None:
     cfg = config()
     account = _balance_account()

@@ -689,12 +689,17 @@ class Ledger:
             account, config = await self._load(program_id, member_id)
             async with self.pool.acquire() as conn:
                 records = await repository.member_events(conn, member_id, until=at)
-            account = repository.fold(records)
+            # A long history takes seconds to fold: in a thread, the event loop goes on
+            # serving the worker's other requests meanwhile.
+            balance = await asyncio.to_thread(
+                lambda: repository.fold(records).advanced_balance(at, config)
+            )
         else:
             account, config = await self._load(
                 program_id, member_id, load_lots=True, lots_until=at + timedelta(days=91)
             )
-        return self._balance_view(account.member_id, at, account.balance(at, config))
+            balance = account.advanced_balance(at, config)
+        return self._balance_view(str(member_id), at, balance)
 
     async def member_events(
         self, program_id: UUID, member_id: UUID, *, after: int, limit: int
