@@ -94,7 +94,11 @@ async def earn_load(job: dict[str, Any]) -> dict[str, Any]:
     concurrency, warmup, duration = job["concurrency"], job["warmup"], job["duration"]
     occurred_at = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
     connections = [Connection(host, port, key) for _ in range(concurrency)]
-    await asyncio.gather(*(c.open() for c in connections))
+    for connection in connections:
+        # One at a time: opened all at once, a burst of connections can be accepted by
+        # whichever server worker wakes first, all of them on one worker.
+        await connection.open()
+        await asyncio.sleep(0.005)
     print("ready", flush=True)
 
     started = time.perf_counter()
