@@ -774,7 +774,7 @@ def main() -> None:
 
     say()
     say(f"## summary (the bench took {time.perf_counter() - run_started:.0f}s)")
-    summary(args, (pg, pg_after), thin, earn, ratio, balance)
+    summary(args, (pg, pg_after), ceiling, thin, earn, ratio, balance)
     if not (earn.errors == 0 and earn.stored == earn.total_ok and balance.checks_ok):
         raise SystemExit("correctness checks failed: see above")
 
@@ -927,6 +927,7 @@ def balance_phase(
 def summary(
     args: argparse.Namespace,
     pgbench: tuple[PgbenchResult, PgbenchResult],
+    ceiling: float,
     thin: EarnResult,
     earn: EarnResult,
     ratio: float,
@@ -936,7 +937,6 @@ def summary(
         return f"{ms(percentile(values, 0.5))} / {ms(percentile(values, 0.99))}"
 
     pg, pg_after = pgbench
-    ceiling = (pg.tps + pg_after.tps) / 2
     rows = [
         (
             f"pgbench one-row INSERT tps ({args.clients} clients)",

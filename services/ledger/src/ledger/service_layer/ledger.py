@@ -686,7 +686,7 @@ class Ledger:
         now = datetime.now(UTC)
         at = self.check_as_of(as_of)
         if at < now - _FUTURE_TOLERANCE:
-            account, config = await self._load(program_id, member_id)
+            _, config = await self._load(program_id, member_id)  # 404 for an unknown member
             async with self.pool.acquire() as conn:
                 records = await repository.member_events(conn, member_id, until=at)
             # A long history takes seconds to fold: in a thread, the event loop goes on
