@@ -419,6 +419,66 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 def _routes(app: FastAPI) -> None:
+    # The checkout's routes first: a request is matched against the routes in order.
+    async def _earn(body: EarnRequest, caller: Caller, **target: Any) -> JSONResponse:
+        if body.points is not None:
+            if "ops" not in caller.key.scopes:
+                raise ProblemError(403, "forbidden", "bonus points need the ops scope")
+            return _respond(
+                await caller.ledger.earn_bonus(
+                    caller.context(body.reason),
+                    points=body.points,
+                    qualifying=body.qualifying,
+                    occurred_at=body.occurred_at,
+                    **target,
+                )
+            )
+        return _respond(
+            await caller.ledger.earn(caller.context(body.reason), _purchase(body), **target)
+        )
+
+    @app.post("/v1/members/{member_id}/earn", status_code=201, tags=["points"])
+    async def earn(member_id: UUID, body: EarnRequest, caller: PointsWriter) -> JSONResponse:
+        return await _earn(body, caller, member_id=member_id)
+
+    @app.post("/v1/cards/{card_token}/earn", status_code=201, tags=["points"])
+    async def earn_by_card(
+        card_token: str, body: EarnRequest, caller: PointsWriter
+    ) -> JSONResponse:
+        return await _earn(body, caller, card_token=card_token)
+
+    @app.post("/v1/members/{member_id}/redeem", status_code=201, tags=["points"])
+    async def redeem(member_id: UUID, body: RedeemRequest, caller: PointsWriter) -> JSONResponse:
+        return _respond(
+            await caller.ledger.redeem(
+                caller.context(body.reward),
+                member_id,
+                points=body.points,
+                reward=body.reward,
+                order_id=body.order_id,
+            )
+        )
+
+    @app.post("/v1/transactions/{transaction_id}/reverse", status_code=201, tags=["points"])
+    async def reverse(
+        transaction_id: UUID, caller: PointsWriter, body: ReverseRequest | None = None
+    ) -> JSONResponse:
+        body = body or ReverseRequest()
+        return _respond(
+            await caller.ledger.reverse(
+                caller.context(body.reason),
+                transaction_id,
+                points=body.points,
+                amount=Decimal(body.amount) if body.amount is not None else None,
+            )
+        )
+
+    @app.get("/v1/members/{member_id}/balance", tags=["points"])
+    async def balance(
+        member_id: UUID, caller: PointsReader, as_of: AwareDatetime | None = None
+    ) -> JSONResponse:
+        return JSONResponse(await caller.ledger.balance(caller.program_id, member_id, as_of))
+
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
         """Alive."""
@@ -515,59 +575,6 @@ def _routes(app: FastAPI) -> None:
     async def unlink_card(member_id: UUID, card_token: str, caller: MembersWriter) -> JSONResponse:
         return _respond(await caller.ledger.unlink_card(caller.context(), member_id, card_token))
 
-    async def _earn(body: EarnRequest, caller: Caller, **target: Any) -> JSONResponse:
-        if body.points is not None:
-            if "ops" not in caller.key.scopes:
-                raise ProblemError(403, "forbidden", "bonus points need the ops scope")
-            return _respond(
-                await caller.ledger.earn_bonus(
-                    caller.context(body.reason),
-                    points=body.points,
-                    qualifying=body.qualifying,
-                    occurred_at=body.occurred_at,
-                    **target,
-                )
-            )
-        return _respond(
-            await caller.ledger.earn(caller.context(body.reason), _purchase(body), **target)
-        )
-
-    @app.post("/v1/members/{member_id}/earn", status_code=201, tags=["points"])
-    async def earn(member_id: UUID, body: EarnRequest, caller: PointsWriter) -> JSONResponse:
-        return await _earn(body, caller, member_id=member_id)
-
-    @app.post("/v1/cards/{card_token}/earn", status_code=201, tags=["points"])
-    async def earn_by_card(
-        card_token: str, body: EarnRequest, caller: PointsWriter
-    ) -> JSONResponse:
-        return await _earn(body, caller, card_token=card_token)
-
-    @app.post("/v1/members/{member_id}/redeem", status_code=201, tags=["points"])
-    async def redeem(member_id: UUID, body: RedeemRequest, caller: PointsWriter) -> JSONResponse:
-        return _respond(
-            await caller.ledger.redeem(
-                caller.context(body.reward),
-                member_id,
-                points=body.points,
-                reward=body.reward,
-                order_id=body.order_id,
-            )
-        )
-
-    @app.post("/v1/transactions/{transaction_id}/reverse", status_code=201, tags=["points"])
-    async def reverse(
-        transaction_id: UUID, caller: PointsWriter, body: ReverseRequest | None = None
-    ) -> JSONResponse:
-        body = body or ReverseRequest()
-        return _respond(
-            await caller.ledger.reverse(
-                caller.context(body.reason),
-                transaction_id,
-                points=body.points,
-                amount=Decimal(body.amount) if body.amount is not None else None,
-            )
-        )
-
     @app.get("/v1/transactions/{transaction_id}", tags=["points"])
     async def get_transaction(transaction_id: UUID, caller: PointsReader) -> JSONResponse:
         return JSONResponse(await caller.ledger.transaction(caller.program_id, transaction_id))
@@ -611,12 +618,6 @@ def _routes(app: FastAPI) -> None:
                 currency=body.currency,
             )
         )
-
-    @app.get("/v1/members/{member_id}/balance", tags=["points"])
-    async def balance(
-        member_id: UUID, caller: PointsReader, as_of: AwareDatetime | None = None
-    ) -> JSONResponse:
-        return JSONResponse(await caller.ledger.balance(caller.program_id, member_id, as_of))
 
     @app.get("/v1/members/{member_id}/events", tags=["events"])
     async def member_events(
