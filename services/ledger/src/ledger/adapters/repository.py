@@ -7,6 +7,8 @@ there first, nothing is written and the caller retries on fresh state.
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,67 +32,124 @@ from ledger.adapters.codec import (
 from ledger.domain.account import MemberAccount
 from ledger.domain.events import CardLinked, CardUnlinked, Event, occurred_at
 
-LOAD_SQL = """
-WITH target AS (
-    SELECT coalesce(
-        $2::uuid,
-        (SELECT member_id FROM cards WHERE program_id = $1 AND card_token = $3),
-        (SELECT member_id FROM transactions WHERE transaction_id = $4 AND program_id = $1),
-        (SELECT member_id FROM coupons WHERE program_id = $1 AND code = $12)
-    ) AS member_id
+_MEMBER_COLUMNS = (  # member_row's order
+    "member_id",
+    "program_id",
+    "external_id",
+    "version",
+    "enrolled_at",
+    "profile",
+    "available",
+    "pending",
+    "debt",
+    "lifetime_earned",
+    "qualifying",
+    "periods_closed_until",
+    "next_period_end",
 )
-SELECT
-    p.config_version,
-    p.config,
+_PLACEHOLDER = re.compile(r"(?<!:):([a-z_]+)")  # ``:name``, not a ``::type`` cast
+
+
+@functools.cache
+def positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``sql`` with its ``:name`` placeholders numbered for asyncpg, and the names in
+    that order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    return _PLACEHOLDER.sub(number, sql), tuple(names)
+
+
+# A command's load selects only what the command needs: PostgreSQL initialises every
+# part of a plan on each execution, used or not, and that was a fifth of its work per
+# earn. Ways to find the member, by the argument that names it:
+_TARGETS = {
+    "member_id": ":member_id::uuid",
+    "card_token": "(SELECT member_id FROM cards WHERE program_id = :program_id"
+    " AND card_token = :card_token)",
+    "transaction_id": "(SELECT member_id FROM transactions WHERE transaction_id = :transaction_id"
+    " AND program_id = :program_id)",
+    "coupon_code": "(SELECT member_id FROM coupons WHERE program_id = :program_id"
+    " AND code = :coupon_code)",
+}
+
+# What a command loads beside the member and its program, by the argument that asks.
+_PARTS = {
+    "idempotency_key": """
     (SELECT json_build_object('hash', encode(i.request_hash, 'hex'),
                               'status', i.status_code, 'response', i.response)
-       FROM idempotency_keys i WHERE i.program_id = $1 AND i.key = $5) AS idempotency,
-    m.member_id, m.external_id, m.version, m.enrolled_at, m.profile, m.available, m.pending,
-    m.debt, m.lifetime_earned, m.qualifying, m.periods_closed_until, m.next_period_end,
-    CASE WHEN $6 AND m.member_id IS NOT NULL THEN (
+       FROM idempotency_keys i WHERE i.program_id = :program_id AND i.key = :idempotency_key)
+        AS idempotency""",
+    "load_lots": """
+    CASE WHEN m.member_id IS NOT NULL THEN (
         -- One arm per access path, so that each can use its partial index; an OR across
         -- them makes the planner scan the whole lots table.
         SELECT coalesce(json_agg(l), '[]') FROM lots l WHERE l.lot_id IN (
             SELECT o.lot_id FROM lots o WHERE o.member_id = m.member_id
-               AND (o.remaining > 0 OR o.pending) AND $7::timestamptz IS NULL
+               AND (o.remaining > 0 OR o.pending) AND :lots_until::timestamptz IS NULL
             UNION ALL
             SELECT o.lot_id FROM lots o WHERE o.member_id = m.member_id
-               AND (o.remaining > 0 OR o.pending) AND o.expires_at <= $7
+               AND (o.remaining > 0 OR o.pending) AND o.expires_at <= :lots_until
             UNION ALL
             SELECT o.lot_id FROM lots o WHERE o.member_id = m.member_id AND o.pending
             UNION ALL
-            SELECT t.lot_id FROM transactions t WHERE t.transaction_id = $4
+            SELECT t.lot_id FROM transactions t WHERE t.transaction_id = :transaction_id::uuid
             UNION ALL
             SELECT (a ->> 'lot_id')::uuid FROM transactions t,
                    jsonb_array_elements(t.allocations) a
-             WHERE t.transaction_id = $4)
-    ) END AS lots,
+             WHERE t.transaction_id = :transaction_id)
+    ) END AS lots""",
+    "transaction_id": """
     (SELECT row_to_json(t) FROM transactions t
-      WHERE t.transaction_id = $4 AND t.member_id = m.member_id) AS tx,
-    ($8::text IS NOT NULL AND EXISTS (
-        SELECT 1 FROM transactions t
-         WHERE t.member_id = m.member_id AND t.order_id = $8 AND t.kind = 'earn')) AS order_seen,
-    CASE WHEN $9 THEN (SELECT coalesce(array_agg(c.card_token), '{}') FROM cards c
-                        WHERE c.member_id = m.member_id) END AS cards,
-    (SELECT c.member_id FROM cards c WHERE c.program_id = $1 AND c.card_token = $10)
-        AS card_owner,
-    (SELECT e.member_id FROM members e WHERE e.program_id = $1 AND e.external_id = $11)
-        AS external_owner,
+      WHERE t.transaction_id = :transaction_id AND t.member_id = m.member_id) AS tx""",
+    "order_id": """
+    EXISTS (SELECT 1 FROM transactions t
+             WHERE t.member_id = m.member_id AND t.order_id = :order_id AND t.kind = 'earn')
+        AS order_seen""",
+    "load_cards": """
+    (SELECT coalesce(array_agg(c.card_token), '{}') FROM cards c
+      WHERE c.member_id = m.member_id) AS cards""",
+    "link_card_token": """
+    (SELECT c.member_id FROM cards c
+      WHERE c.program_id = :program_id AND c.card_token = :link_card_token) AS card_owner""",
+    "external_id": """
+    (SELECT e.member_id FROM members e
+      WHERE e.program_id = :program_id AND e.external_id = :external_id) AS external_owner""",
+    "coupon_code": """
     (SELECT row_to_json(c) FROM coupons c
-      WHERE c.program_id = $1 AND c.code = $12 AND c.member_id = m.member_id) AS coupon,
-    -- What the rules service told the ledger (loyalty follow): the member's tier and the
-    -- bonus campaigns running at the purchase's time.
-    CASE WHEN $13::timestamptz IS NOT NULL THEN
-        (SELECT t.tier FROM member_tiers t WHERE t.member_id = m.member_id) END AS tier,
-    CASE WHEN $13::timestamptz IS NOT NULL THEN (
-        SELECT json_agg(b ORDER BY b.starts_at, b.campaign_id) FROM bonus_campaigns b
-         WHERE b.program_id = $1 AND b.starts_at <= $13 AND $13 < b.ends_at
-           AND b.cancelled_at IS NULL) END AS campaigns
+      WHERE c.program_id = :program_id AND c.code = :coupon_code
+        AND c.member_id = m.member_id) AS coupon""",
+    # What the rules service told the ledger (loyalty follow): the member's tier and the
+    # bonus campaigns running at the purchase's time.
+    "purchase_at": """
+    (SELECT t.tier FROM member_tiers t WHERE t.member_id = m.member_id) AS tier,
+    (SELECT json_agg(b ORDER BY b.starts_at, b.campaign_id) FROM bonus_campaigns b
+      WHERE b.program_id = :program_id AND b.starts_at <= :purchase_at
+        AND :purchase_at < b.ends_at AND b.cancelled_at IS NULL) AS campaigns""",
+}
+
+
+@functools.cache
+def load_sql(asked: frozenset[str]) -> str:
+    """The load of a command that gives the arguments ``asked``."""
+    targets = [sql for name, sql in _TARGETS.items() if name in asked]
+    target = f"coalesce({', '.join(targets)})" if targets else "NULL::uuid"
+    parts = "".join(f",{sql}" for name, sql in _PARTS.items() if name in asked)
+    return f"""
+SELECT
+    p.config_version, p.config,
+    m.member_id, m.external_id, m.version, m.enrolled_at, m.profile, m.available, m.pending,
+    m.debt, m.lifetime_earned, m.qualifying, m.periods_closed_until,
+    m.next_period_end{parts}
 FROM programs p
-CROSS JOIN target
-LEFT JOIN members m ON m.member_id = target.member_id AND m.program_id = p.program_id
-WHERE p.program_id = $1
+LEFT JOIN members m ON m.member_id = {target} AND m.program_id = p.program_id
+WHERE p.program_id = :program_id
 """
+
 
 LOCK_SQL = "SELECT 1 FROM members WHERE member_id = $1 FOR UPDATE"
 
@@ -114,49 +173,59 @@ async def ensure_stream_order(conn: asyncpg.Connection, stream_id: str) -> None:
         raise StaleTransactionError(stream_id)
 
 
-SAVE_SQL = """
+# A save writes only the tables its events change (see the load's parts for why).
+# Always: the member row, guarded by the version it was loaded at, and the events.
+_SAVE_MEMBER = """
 WITH m AS (
     INSERT INTO members AS cur (member_id, program_id, external_id, version, enrolled_at,
                                 profile, available, pending, debt, lifetime_earned,
                                 qualifying, periods_closed_until, next_period_end)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+    VALUES (:member_id, :program_id, :external_id, :version, :enrolled_at, :profile,
+            :available, :pending, :debt, :lifetime_earned, :qualifying,
+            :periods_closed_until, :next_period_end)
     ON CONFLICT (member_id) DO UPDATE SET
         version = EXCLUDED.version, profile = EXCLUDED.profile,
         available = EXCLUDED.available, pending = EXCLUDED.pending, debt = EXCLUDED.debt,
         lifetime_earned = EXCLUDED.lifetime_earned, qualifying = EXCLUDED.qualifying,
         periods_closed_until = EXCLUDED.periods_closed_until,
         next_period_end = EXCLUDED.next_period_end
-    WHERE cur.version = $14
+    WHERE cur.version = :expected_version
     RETURNING member_id
 ), e AS (
     INSERT INTO events (event_id, program_id, stream_id, version, type, data, occurred_at,
                         recorded_at, actor, reason, correlation_id, causation_id, trace_context)
-    SELECT x.event_id, $2, m.member_id::text, x.version, x.type, x.data, x.occurred_at,
-           $16, $17, $18, $19, $20, x.trace_context
-      FROM m, jsonb_to_recordset($15::jsonb)
+    SELECT x.event_id, :program_id, m.member_id::text, x.version, x.type, x.data,
+           x.occurred_at, :recorded_at, :actor, :reason, :correlation_id, :causation_id,
+           x.trace_context
+      FROM m, jsonb_to_recordset(:events::jsonb)
            AS x(event_id uuid, version int, type text, data jsonb, occurred_at timestamptz,
                 trace_context text)
     RETURNING position
-), l AS (
+)"""
+
+# The other tables, by the parameter that carries their rows.
+_SAVE_PARTS = {
+    "lots": """, l AS (
     INSERT INTO lots (lot_id, member_id, earned_at, expires_at, available_at, original,
                       remaining, pending)
     SELECT x.lot_id, m.member_id, x.earned_at, x.expires_at, x.available_at, x.original,
            x.remaining, x.pending
-      FROM m, jsonb_to_recordset($21::jsonb)
+      FROM m, jsonb_to_recordset(:lots::jsonb)
            AS x(lot_id uuid, earned_at timestamptz, expires_at timestamptz,
                 available_at timestamptz, original bigint, remaining bigint, pending boolean)
     ON CONFLICT (lot_id) DO UPDATE SET remaining = EXCLUDED.remaining,
                                        pending = EXCLUDED.pending
-), t AS (
+)""",
+    "transactions": """, t AS (
     INSERT INTO transactions (transaction_id, program_id, member_id, kind, points,
                               occurred_at, qualifying_points, qualifying_month, lot_id,
                               allocations, amount, currency, order_id, reversed_points,
                               reversed_qualifying, reversed_amount, returned)
-    SELECT x.transaction_id, $2, m.member_id, x.kind, x.points, x.occurred_at,
+    SELECT x.transaction_id, :program_id, m.member_id, x.kind, x.points, x.occurred_at,
            x.qualifying_points, x.qualifying_month, x.lot_id, x.allocations, x.amount,
            x.currency, x.order_id, x.reversed_points, x.reversed_qualifying,
            x.reversed_amount, x.returned
-      FROM m, jsonb_to_recordset($22::jsonb)
+      FROM m, jsonb_to_recordset(:transactions::jsonb)
            AS x(transaction_id uuid, kind text, points bigint, occurred_at timestamptz,
                 qualifying_points bigint, qualifying_month text, lot_id uuid,
                 allocations jsonb, amount numeric, currency text, order_id text,
@@ -166,31 +235,24 @@ WITH m AS (
         reversed_points = EXCLUDED.reversed_points,
         reversed_qualifying = EXCLUDED.reversed_qualifying,
         reversed_amount = EXCLUDED.reversed_amount, returned = EXCLUDED.returned
-), linked AS (
+)""",
+    "linked_cards": """, linked AS (
     INSERT INTO cards (program_id, card_token, member_id)
-    SELECT $2, token, m.member_id FROM m, unnest($23::text[]) AS token
-), unlinked AS (
+    SELECT :program_id, token, m.member_id FROM m, unnest(:linked_cards::text[]) AS token
+)""",
+    "unlinked_cards": """, unlinked AS (
     DELETE FROM cards c USING m
-     WHERE c.program_id = $2 AND c.member_id = m.member_id AND c.card_token = ANY($24::text[])
-), idem AS (
-    INSERT INTO idempotency_keys (program_id, key, request_hash, status_code, response)
-    SELECT $2, $25, $26, $27, $28 FROM m WHERE $25::text IS NOT NULL
-)
-SELECT count(*) FROM m
-"""
-
-# Coupons change in few commands; only those pay for the coupons CTE.
-SAVE_WITH_COUPONS_SQL = SAVE_SQL.replace(
-    "\n)\nSELECT count(*) FROM m",
-    """
-), cp AS (
+     WHERE c.program_id = :program_id AND c.member_id = m.member_id
+       AND c.card_token = ANY(:unlinked_cards::text[])
+)""",
+    "coupons": """, cp AS (
     INSERT INTO coupons (coupon_id, program_id, member_id, code, kind, value, currency,
                          points_cost, valid_from, valid_until, issued_at, campaign_id,
                          redeemed_at, order_id, order_amount, order_currency, transaction_id)
-    SELECT x.coupon_id, $2, m.member_id, x.code, x.kind, x.value, x.currency, x.points_cost,
-           x.valid_from, x.valid_until, x.issued_at, x.campaign_id, x.redeemed_at,
-           x.order_id, x.order_amount, x.order_currency, x.transaction_id
-      FROM m, jsonb_to_recordset($29::jsonb)
+    SELECT x.coupon_id, :program_id, m.member_id, x.code, x.kind, x.value, x.currency,
+           x.points_cost, x.valid_from, x.valid_until, x.issued_at, x.campaign_id,
+           x.redeemed_at, x.order_id, x.order_amount, x.order_currency, x.transaction_id
+      FROM m, jsonb_to_recordset(:coupons::jsonb)
            AS x(coupon_id uuid, code text, kind text, value numeric, currency text,
                 points_cost bigint, valid_from timestamptz, valid_until timestamptz,
                 issued_at timestamptz, campaign_id uuid, redeemed_at timestamptz,
@@ -199,9 +261,22 @@ SAVE_WITH_COUPONS_SQL = SAVE_SQL.replace(
         redeemed_at = EXCLUDED.redeemed_at, order_id = EXCLUDED.order_id,
         order_amount = EXCLUDED.order_amount, order_currency = EXCLUDED.order_currency,
         transaction_id = EXCLUDED.transaction_id
-)
-SELECT count(*) FROM m""",
-)
+)""",
+    "idempotency_key": """, idem AS (
+    INSERT INTO idempotency_keys (program_id, key, request_hash, status_code, response)
+    SELECT :program_id, :idempotency_key, :request_hash, :status_code, :response FROM m
+)""",
+}
+
+
+@functools.cache
+def save_sql(parts: frozenset[str]) -> str:
+    """The save of an account whose events change the tables ``parts`` names."""
+    return (
+        _SAVE_MEMBER
+        + "".join(sql for name, sql in _SAVE_PARTS.items() if name in parts)
+        + "\nSELECT count(*) FROM m"
+    )
 
 
 @dataclass(frozen=True)
@@ -237,7 +312,10 @@ class Loaded:
     campaigns: list[dict[str, Any]] = field(default_factory=list)
 
 
-def load_args(
+Statement = tuple[str, tuple[Any, ...]]  # SQL and its parameters
+
+
+def load_statement(
     program_id: UUID,
     *,
     member_id: UUID | None = None,
@@ -252,50 +330,55 @@ def load_args(
     external_id: str | None = None,
     coupon_code: str | None = None,
     purchase_at: datetime | None = None,
-) -> tuple[Any, ...]:
-    """LOAD_SQL's parameters for one member command."""
-    return (
-        program_id,
-        member_id,
-        card_token,
-        transaction_id,
-        idempotency_key,
-        load_lots,
-        lots_until,
-        order_id,
-        load_cards,
-        link_card_token,
-        external_id,
-        coupon_code,
-        purchase_at,
-    )
+) -> Statement:
+    """The load of one member command: the member it names, and what it asks for."""
+    given = {
+        "program_id": program_id,
+        "member_id": member_id,
+        "card_token": card_token,
+        "transaction_id": transaction_id,
+        "idempotency_key": idempotency_key,
+        "load_lots": load_lots,
+        "lots_until": lots_until,
+        "order_id": order_id,
+        "load_cards": load_cards,
+        "link_card_token": link_card_token,
+        "external_id": external_id,
+        "coupon_code": coupon_code,
+        "purchase_at": purchase_at,
+    }
+    asked = frozenset([name for name, value in given.items() if value not in (None, False)])
+    sql, names = positional(load_sql(asked))
+    return sql, tuple([given[name] for name in names])
 
 
 def loaded_from_row(row: asyncpg.Record) -> Loaded:
+    """A load's row; a part the command did not ask for is absent from it."""
     account = None
     if row["member_id"] is not None:
         account = account_from_row(row)
-        for lot in row["lots"] or ():
+        for lot in row.get("lots") or ():
             account.lots[str(lot["lot_id"])] = lot_from_row(lot)
-        if row["tx"] is not None:
-            tx = transaction_from_row(row["tx"])
+        if (tx_row := row.get("tx")) is not None:
+            tx = transaction_from_row(tx_row)
             account.transactions[tx.transaction_id] = tx
-        account.cards = set(row["cards"] or ())
-        if row["coupon"] is not None:
-            coupon = coupon_from_row(row["coupon"])
+        account.cards = set(row.get("cards") or ())
+        if (coupon_row := row.get("coupon")) is not None:
+            coupon = coupon_from_row(coupon_row)
             account.coupons[coupon.coupon_id] = coupon
+    card_owner, external_owner = row.get("card_owner"), row.get("external_owner")
     return Loaded(
         config_version=row["config_version"],
         config=row["config"],
-        idempotency=row["idempotency"],
+        idempotency=row.get("idempotency"),
         account=account,
         next_period_end=row["next_period_end"],
-        order_seen=bool(row["order_seen"]),
-        card_owner=str(row["card_owner"]) if row["card_owner"] else None,
-        external_owner=str(row["external_owner"]) if row["external_owner"] else None,
-        cards=list(row["cards"] or ()),
-        tier=row["tier"],
-        campaigns=list(row["campaigns"] or ()),
+        order_seen=bool(row.get("order_seen")),
+        card_owner=str(card_owner) if card_owner else None,
+        external_owner=str(external_owner) if external_owner else None,
+        cards=list(row.get("cards") or ()),
+        tier=row.get("tier"),
+        campaigns=list(row.get("campaigns") or ()),
     )
 
 
@@ -308,11 +391,12 @@ async def load_member(
     **load: Any,
 ) -> Loaded | None:
     """Everything a member command needs, in one round trip (``load``: the keyword
-    arguments of ``load_args``). None: no such program."""
+    arguments of ``load_statement``). None: no such program."""
     if for_update and member_id is not None:
         await conn.execute(LOCK_SQL, member_id)
         await ensure_stream_order(conn, str(member_id))
-    row = await conn.fetchrow(LOAD_SQL, *load_args(program_id, member_id=member_id, **load))
+    sql, args = load_statement(program_id, member_id=member_id, **load)
+    row = await conn.fetchrow(sql, *args)
     if row is None:
         return None
     if for_update and member_id is None and row["member_id"] is not None:
@@ -322,18 +406,25 @@ async def load_member(
     return loaded_from_row(row)
 
 
-async def load_members(
-    conn: asyncpg.Connection, commands: list[tuple[Any, ...]]
-) -> list[Loaded] | None:
-    """Several commands' loads (``load_args`` each) in one pipelined round trip. None:
-    some command's program does not exist, so rows and commands do not pair up."""
-    rows = await conn.fetchmany(LOAD_SQL, commands)
-    if len(rows) != len(commands):
-        return None
-    return [loaded_from_row(row) for row in rows]
+async def load_members(conn: asyncpg.Connection, loads: list[Statement]) -> list[Loaded] | None:
+    """Several commands' loads (``load_statement`` each), pipelined: one round trip per
+    statement form. None: some command's program does not exist."""
+    loaded: list[Loaded | None] = [None] * len(loads)
+    for sql, indexes in _forms(loads).items():
+        rows = await conn.fetchmany(sql, [loads[i][1] for i in indexes])
+        if len(rows) != len(indexes):
+            return None
+        for index, row in zip(indexes, rows, strict=True):
+            loaded[index] = loaded_from_row(row)
+    return [item for item in loaded if item is not None]
 
 
-Save = tuple[str, tuple[Any, ...]]
+def _forms(statements: list[Statement]) -> dict[str, list[int]]:
+    """The statements' indexes by their SQL, for one pipelined round trip per form."""
+    forms: dict[str, list[int]] = {}
+    for index, (sql, _) in enumerate(statements):
+        forms.setdefault(sql, []).append(index)
+    return forms
 
 
 def save_statement(
@@ -343,10 +434,9 @@ def save_statement(
     next_period_end: datetime,
     meta: EventMeta,
     idempotency: IdempotencyRecord | None = None,
-) -> Save:
-    """The statement and parameters that append the account's new events and update its
-    projections, guarded by its stream version: it counts 0 if another writer got there
-    first."""
+) -> Statement:
+    """The statement that appends the account's new events and updates its projections,
+    guarded by its stream version: it counts 0 if another writer got there first."""
     events = account.new_events
     first_version = account.version - len(events) + 1
     encoded = []
@@ -362,26 +452,38 @@ def save_statement(
                 "trace_context": meta.trace_context,
             }
         )
-    coupons = [coupon_to_row(account.coupons[i]) for i in sorted(account.touched_coupons)]
-    return SAVE_WITH_COUPONS_SQL if coupons else SAVE_SQL, (
-        *member_row(account, program_id, next_period_end),
-        first_version - 1,
-        encoded,
-        meta.recorded_at,
-        meta.actor,
-        meta.reason,
-        meta.correlation_id,
-        meta.causation_id,
-        [lot_to_row(account.lots[i]) for i in sorted(account.touched_lots)],
-        [transaction_to_row(account.transactions[i]) for i in sorted(account.touched_transactions)],
-        [e.card_token for e in events if isinstance(e, CardLinked)],
-        [e.card_token for e in events if isinstance(e, CardUnlinked)],
-        idempotency.key if idempotency else None,
-        idempotency.request_hash if idempotency else None,
-        idempotency.status if idempotency else None,
-        idempotency.response if idempotency else None,
-        *([coupons] if coupons else []),
+    given: dict[str, Any] = dict(
+        zip(_MEMBER_COLUMNS, member_row(account, program_id, next_period_end), strict=True)
     )
+    given |= {
+        "expected_version": first_version - 1,
+        "events": encoded,
+        "recorded_at": meta.recorded_at,
+        "actor": meta.actor,
+        "reason": meta.reason,
+        "correlation_id": meta.correlation_id,
+        "causation_id": meta.causation_id,
+    }
+    parts = {
+        "lots": [lot_to_row(account.lots[i]) for i in sorted(account.touched_lots)],
+        "transactions": [
+            transaction_to_row(account.transactions[i])
+            for i in sorted(account.touched_transactions)
+        ],
+        "linked_cards": [e.card_token for e in events if isinstance(e, CardLinked)],
+        "unlinked_cards": [e.card_token for e in events if isinstance(e, CardUnlinked)],
+        "coupons": [coupon_to_row(account.coupons[i]) for i in sorted(account.touched_coupons)],
+    }
+    given |= {name: rows for name, rows in parts.items() if rows}
+    if idempotency is not None:
+        given |= {
+            "idempotency_key": idempotency.key,
+            "request_hash": idempotency.request_hash,
+            "status_code": idempotency.status,
+            "response": idempotency.response,
+        }
+    sql, names = positional(save_sql(frozenset(_SAVE_PARTS.keys() & given.keys())))
+    return sql, tuple([given[name] for name in names])
 
 
 async def save_member(
@@ -402,17 +504,14 @@ async def save_member(
 
 
 async def save_members(
-    conn: asyncpg.Connection, saves: list[Save]
+    conn: asyncpg.Connection, saves: list[Statement]
 ) -> list[bool | asyncpg.PostgresError]:
     """Several saves, pipelined: one round trip and one transaction per statement form
     (a save that touches coupons has its own form). Each save's outcome: saved, lost a
     race (False), or the error that rolled back every save of its form (a constraint, a
     deadlock)."""
     outcomes: list[bool | asyncpg.PostgresError] = [False] * len(saves)
-    forms: dict[str, list[int]] = {}
-    for index, (sql, _) in enumerate(saves):
-        forms.setdefault(sql, []).append(index)
-    for sql, indexes in forms.items():
+    for sql, indexes in _forms(saves).items():
         try:
             rows = await conn.fetchmany(sql, [saves[i][1] for i in indexes])
         except asyncpg.PostgresError as exc:

@@ -80,7 +80,7 @@ def _member_key(command: _Command) -> Any:
 @dataclass(frozen=True)
 class _Step:
     outcome: Outcome
-    save: repository.Save | None = None
+    save: repository.Statement | None = None
     member_id: str = ""
     written: list[tuple[str, Event]] = field(default_factory=list)
     refresh: tuple[UUID, datetime] | None = None  # a recomputed next_period_end to store
@@ -267,7 +267,7 @@ class Ledger:
                 loads = await repository.load_members(
                     conn,
                     [
-                        repository.load_args(
+                        repository.load_statement(
                             c.ctx.program_id, idempotency_key=c.ctx.idempotency_key, **c.load
                         )
                         for c in commands
@@ -279,7 +279,7 @@ class Ledger:
                 loads = None
             if loads is None:  # some command's load failed, or its program is unknown
                 return results  # each retries alone
-            saving: list[tuple[int, _Step, repository.Save]] = []
+            saving: list[tuple[int, _Step, repository.Statement]] = []
             for index, (command, loaded) in enumerate(zip(commands, loads, strict=True)):
                 try:
                     step = self._step(command, loaded)
