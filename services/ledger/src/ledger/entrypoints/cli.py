@@ -409,6 +409,8 @@ def serve() -> None:
 
     import uvicorn
 
+    from ledger.entrypoints.workers import APP, UVICORN, serve_workers
+
     settings = LedgerSettings()
     if settings.database_url is None:
         # Resolve the embedded server here, so that this process holds it for its lifetime;
@@ -420,17 +422,10 @@ def serve() -> None:
         import tempfile
 
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ledger-metrics-")
-    uvicorn.run(
-        "ledger.entrypoints.api:create_app",
-        factory=True,
-        workers=settings.workers,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-    )
+    if settings.workers == 1:
+        uvicorn.run(APP, host=settings.host, port=settings.port, **UVICORN)
+        return
+    raise typer.Exit(serve_workers(settings.host, settings.port, settings.workers))
 
 
 if __name__ == "__main__":
