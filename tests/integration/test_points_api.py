@@ -282,6 +282,20 @@ def test_program_configuration_is_validated_and_recorded(api: httpx.Client) -> N
     assert configured[-1]["data"]["config"]["rounding"] == "nearest"
 
 
+def test_a_changed_configuration_applies_to_the_next_earn(api: httpx.Client) -> None:
+    # The ledger keeps configurations it has seen and loads them again only when the
+    # version moved: the earn after a change must see the new rate.
+    member = enrol(api)
+    assert earn(api, member, "100")["points"] == 100
+    current = api.get("/v1/program").json()
+    document = {k: v for k, v in current.items() if k not in ("program_id", "version")}
+    rates = {**document["earn_rates"], "NOK": "3"}
+    put = api.put("/v1/program", json={**document, "earn_rates": rates}, headers=idem())
+    assert put.status_code == 200, put.text
+    assert earn(api, member, "100")["points"] == 300
+    assert api.get(f"/v1/members/{member}/balance").json()["available"] == 400
+
+
 def test_global_feed_pages_by_cursor(api: httpx.Client) -> None:
     member = enrol(api)
     for _ in range(5):

@@ -28,13 +28,19 @@ def test_placeholders_are_numbered_once_each_and_casts_left_alone() -> None:
 def test_an_earn_loads_only_what_it_asked_for() -> None:
     at = datetime(2026, 11, 30, tzinfo=UTC)
     sql, args = load_statement(
-        PROGRAM, member_id=MEMBER, idempotency_key="k", order_id="o-1", purchase_at=at
+        PROGRAM,
+        member_id=MEMBER,
+        idempotency_key="k",
+        order_id="o-1",
+        purchase_at=at,
+        known_config_version=3,
     )
     for part in ("AS idempotency", "AS order_seen", "AS tier", "AS campaigns"):
         assert part in sql
     for part in ("AS lots", "AS tx", "AS cards", "AS card_owner", "AS coupon", "FROM cards"):
         assert part not in sql
-    assert len(args) == 5 and f"${len(args) + 1}" not in sql
+    assert len(args) == 6 and f"${len(args) + 1}" not in sql
+    assert bound(sql, args, "WHEN p.config_version =") == 3  # not sent again
     assert bound(sql, args, "WHERE p.program_id =") == PROGRAM
     assert bound(sql, args, "m.member_id = coalesce(") == MEMBER
     assert bound(sql, args, "i.key =") == "k"
@@ -44,14 +50,14 @@ def test_an_earn_loads_only_what_it_asked_for() -> None:
 
 def test_a_card_earn_finds_its_member_by_the_card() -> None:
     sql, args = load_statement(PROGRAM, card_token="tok", order_id="o-1")
-    assert "NULL::uuid" not in sql and len(args) == 3
+    assert "NULL::uuid" not in sql and len(args) == 4
     assert bound(sql, args, "AND card_token =") == "tok"
 
 
 def test_lots_are_loaded_with_their_bounds_even_when_unset() -> None:
     sql, args = load_statement(PROGRAM, member_id=MEMBER, load_lots=True)
     assert "AS lots" in sql and "AS tx" not in sql
-    assert len(args) == 4  # the lots' bounds are parameters even when unset
+    assert len(args) == 5  # the lots' bounds are parameters even when unset
     assert bound(sql, args, "o.expires_at <=") is None
     assert bound(sql, args, "t.transaction_id =") is None
 

@@ -22,6 +22,7 @@ off): they still carry trace and span ids, for the logs and the events, at littl
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterator, Mapping, MutableMapping
@@ -94,6 +95,16 @@ def setup_tracing(service: str) -> None:
     _configured = True
 
 
+@functools.cache
+def _request_metrics(route: str, method: str, status_class: int) -> tuple[Any, Any]:
+    """The labelled request counter and latency histogram (``labels`` validates and
+    looks its arguments up on every call; the set of routes is small)."""
+    return (
+        REQUESTS.labels(route, method, f"{status_class}xx"),
+        LATENCY.labels(route, method),
+    )
+
+
 class RequestTelemetry:
     """Per HTTP request: a server span continuing the caller's `traceparent`, named by
     the route template once routing found it, and the request metrics."""
@@ -132,8 +143,9 @@ class RequestTelemetry:
                     span.update_name(f"{method} {route}")
                     span.set_attribute("http.route", route)
                     span.set_attribute("http.response.status_code", status)
-                REQUESTS.labels(route, method, f"{status // 100}xx").inc()
-                LATENCY.labels(route, method).observe(time.perf_counter() - started)
+                requests, latency = _request_metrics(route, method, status // 100)
+                requests.inc()
+                latency.observe(time.perf_counter() - started)
 
 
 def add_trace_ids(

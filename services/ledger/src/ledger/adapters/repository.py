@@ -141,7 +141,9 @@ def load_sql(asked: frozenset[str]) -> str:
     parts = "".join(f",{sql}" for name, sql in _PARTS.items() if name in asked)
     return f"""
 SELECT
-    p.config_version, p.config,
+    p.config_version,
+    -- A configuration the caller holds already is not sent again.
+    CASE WHEN p.config_version = :known_config_version THEN NULL ELSE p.config END AS config,
     m.member_id, m.external_id, m.version, m.enrolled_at, m.profile, m.available, m.pending,
     m.debt, m.lifetime_earned, m.qualifying, m.periods_closed_until,
     m.next_period_end{parts}
@@ -300,7 +302,7 @@ class EventMeta:
 @dataclass
 class Loaded:
     config_version: int
-    config: dict[str, Any]
+    config: dict[str, Any] | None  # None: the caller holds this version already
     idempotency: dict[str, Any] | None
     account: MemberAccount | None
     next_period_end: datetime | None = None
@@ -330,10 +332,13 @@ def load_statement(
     external_id: str | None = None,
     coupon_code: str | None = None,
     purchase_at: datetime | None = None,
+    known_config_version: int | None = None,
 ) -> Statement:
-    """The load of one member command: the member it names, and what it asks for."""
+    """The load of one member command: the member it names, and what it asks for. The
+    program's configuration comes back as None if its version is ``known_config_version``."""
     given = {
         "program_id": program_id,
+        "known_config_version": known_config_version,
         "member_id": member_id,
         "card_token": card_token,
         "transaction_id": transaction_id,

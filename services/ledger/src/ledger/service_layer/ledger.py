@@ -8,6 +8,7 @@ transaction that locks the member row, so hot members converge instead of spinni
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import secrets
 from collections import Counter
@@ -112,6 +113,12 @@ ROLLBACKS = Metric(
 )
 
 
+@functools.cache
+def _points_metrics(count: Metric, program: str, direction: str) -> tuple[Any, Any]:
+    """A program's labelled metrics (``labels`` validates and looks up on every call)."""
+    return count.labels(program), POINTS.labels(program, direction)
+
+
 def _record(program_id: UUID, member_id: str, event: Event) -> None:
     """Metrics and log line of points a command moved (once it is committed)."""
     if isinstance(event, PointsEarned):
@@ -121,8 +128,9 @@ def _record(program_id: UUID, member_id: str, event: Event) -> None:
     else:
         return
     program = str(program_id)
-    count.labels(program).inc()
-    POINTS.labels(program, direction).inc(event.points)
+    moves, points = _points_metrics(count, program, direction)
+    moves.inc()
+    points.inc(event.points)
     log.info(
         f"points_{direction}",
         program_id=program,
@@ -149,16 +157,22 @@ class Ledger:
     def __init__(self, pool: asyncpg.Pool, *, allow_future_as_of: bool) -> None:
         self.pool = pool
         self.allow_future_as_of = allow_future_as_of
-        self._configs: dict[UUID, tuple[int, ProgramConfig]] = {}
+        # Programs' configurations by version (a version never changes), and the latest
+        # version seen of each program, which loads then do not send again.
+        self._configs: dict[tuple[UUID, int], ProgramConfig] = {}
+        self._config_versions: dict[UUID, int] = {}
         self._in_flight: set[tuple[UUID, str]] = set()
         self._batches: Batches[_Command, Done | None] = Batches(self._run_batch, key=_member_key)
 
     def _config(self, program_id: UUID, loaded: Loaded) -> ProgramConfig:
-        cached = self._configs.get(program_id)
-        if cached is not None and cached[0] == loaded.config_version:
-            return cached[1]
-        config = ProgramDocument.model_validate(loaded.config).to_domain()
-        self._configs[program_id] = (loaded.config_version, config)
+        key = (program_id, loaded.config_version)
+        config = self._configs.get(key)
+        if config is None:
+            assert loaded.config is not None  # sent unless this version was known
+            config = ProgramDocument.model_validate(loaded.config).to_domain()
+            self._configs[key] = config
+            known = self._config_versions.get(program_id, 0)
+            self._config_versions[program_id] = max(known, loaded.config_version)
         return config
 
     def check_as_of(self, as_of: datetime | None) -> datetime:
@@ -242,6 +256,7 @@ class Ledger:
                 ctx.program_id,
                 idempotency_key=ctx.idempotency_key,
                 for_update=True,
+                known_config_version=self._config_versions.get(ctx.program_id),
                 **command.load,
             )
             if loaded is None:
@@ -268,7 +283,10 @@ class Ledger:
                     conn,
                     [
                         repository.load_statement(
-                            c.ctx.program_id, idempotency_key=c.ctx.idempotency_key, **c.load
+                            c.ctx.program_id,
+                            idempotency_key=c.ctx.idempotency_key,
+                            known_config_version=self._config_versions.get(c.ctx.program_id),
+                            **c.load,
                         )
                         for c in commands
                     ],
@@ -671,7 +689,13 @@ class Ledger:
         self, program_id: UUID, member_id: UUID, **load: Any
     ) -> tuple[MemberAccount, ProgramConfig]:
         async with self.pool.acquire() as conn:
-            loaded = await repository.load_member(conn, program_id, member_id=member_id, **load)
+            loaded = await repository.load_member(
+                conn,
+                program_id,
+                member_id=member_id,
+                known_config_version=self._config_versions.get(program_id),
+                **load,
+            )
         if loaded is None or loaded.account is None:
             raise NotFoundError("member_not_found", "no such member in this program")
         return loaded.account, self._config(program_id, loaded)
