@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
+from ledger.adapters.codec import MEMBER_COLUMNS
 from ledger.adapters.projections import snapshot
 from ledger.entrypoints.cli import migrate
 from loyalty_common.testing import fresh_database
@@ -43,6 +44,22 @@ def test_migrations_apply_to_an_empty_database() -> None:
             "api_keys",
             "alembic_version",
         } <= asyncio.run(tables())
+
+
+def test_member_rows_follow_the_members_tables_columns(database_url: str) -> None:
+    # The rebuild copies member_row's tuples into the table without naming columns.
+    async def columns() -> tuple[str, ...]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT attname FROM pg_attribute WHERE attrelid = 'members'::regclass"
+                " AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+            )
+            return tuple(r["attname"] for r in rows)
+        finally:
+            await conn.close()
+
+    assert asyncio.run(columns()) == MEMBER_COLUMNS
 
 
 def test_replicas_starting_together_migrate_one_fresh_database_one_after_the_other() -> None:

@@ -47,6 +47,23 @@ def profile_of(account: MemberAccount) -> dict[str, Any]:
     }
 
 
+MEMBER_COLUMNS = (  # the members table's columns, in member_row's order
+    "member_id",
+    "program_id",
+    "external_id",
+    "version",
+    "enrolled_at",
+    "profile",
+    "available",
+    "pending",
+    "debt",
+    "lifetime_earned",
+    "qualifying",
+    "periods_closed_until",
+    "next_period_end",
+)
+
+
 def member_row(
     account: MemberAccount, program_id: UUID, next_period_end: datetime
 ) -> tuple[Any, ...]:

@@ -18,6 +18,7 @@ import asyncpg
 from uuid_utils import uuid7
 
 from ledger.adapters.codec import (
+    MEMBER_COLUMNS,
     account_from_row,
     coupon_from_row,
     coupon_to_row,
@@ -32,21 +33,6 @@ from ledger.adapters.codec import (
 from ledger.domain.account import MemberAccount
 from ledger.domain.events import CardLinked, CardUnlinked, Event, occurred_at
 
-_MEMBER_COLUMNS = (  # member_row's order
-    "member_id",
-    "program_id",
-    "external_id",
-    "version",
-    "enrolled_at",
-    "profile",
-    "available",
-    "pending",
-    "debt",
-    "lifetime_earned",
-    "qualifying",
-    "periods_closed_until",
-    "next_period_end",
-)
 _PLACEHOLDER = re.compile(r"(?<!:):([a-z_]+)")  # ``:name``, not a ``::type`` cast
 
 
@@ -458,7 +444,7 @@ def save_statement(
             }
         )
     given: dict[str, Any] = dict(
-        zip(_MEMBER_COLUMNS, member_row(account, program_id, next_period_end), strict=True)
+        zip(MEMBER_COLUMNS, member_row(account, program_id, next_period_end), strict=True)
     )
     given |= {
         "expected_version": first_version - 1,
