@@ -417,15 +417,18 @@ def serve() -> None:
         # the workers find it through the environment.
         os.environ["DATABASE_URL"] = _dsn(settings)
     migrate(os.environ.get("DATABASE_URL") or settings.database_url or "")
-    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # /metrics, answered by any one worker, sums what all of them counted.
-        import tempfile
-
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ledger-metrics-")
     if settings.workers == 1:
         uvicorn.run(APP, host=settings.host, port=settings.port, **UVICORN)
         return
-    raise typer.Exit(serve_workers(settings.host, settings.port, settings.workers))
+    with contextlib.ExitStack() as stack:
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # /metrics, answered by any one worker, sums what all of them counted.
+            import tempfile
+
+            metrics = stack.enter_context(tempfile.TemporaryDirectory(prefix="ledger-metrics-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics
+        code = serve_workers(settings.host, settings.port, settings.workers)
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":
