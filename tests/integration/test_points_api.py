@@ -376,9 +376,11 @@ def test_changed_qualification_period_moves_the_clock_schedule(
             await conn.close()
 
     month_end = asyncio.run(next_end())
-    configure("calendar_year")
+    # Not the calendar year: in December its end is the month end, whatever the config.
+    configure("anniversary")
     # The stored schedule still says month end. The visit it causes records nothing (the
-    # calendar year has not ended) but moves the schedule, so later runs skip the member.
+    # member's anniversary year has not ended) but moves the schedule, so later runs skip
+    # the member.
     first = api.post("/v1/ops/clock", params={"as_of": month_end.isoformat()}).json()
     assert first["members"] == 1 and first["events"] == {}
     assert asyncio.run(next_end()) > month_end
