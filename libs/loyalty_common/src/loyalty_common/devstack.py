@@ -42,37 +42,51 @@ def _command(name: str) -> str:
     return found
 
 
-def _wait_healthy(service: Service, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+def _wait_healthy(started: list[tuple[Service, subprocess.Popen[bytes]]], logs: Path) -> None:
+    """Waits for every started service to answer its health check."""
+    deadline = time.monotonic() + 90
+    waiting = list(started)
+    while waiting:
+        service, process = waiting[0]
+        log = logs / f"{service.name}.log"
         if process.poll() is not None:
             raise SystemExit(
                 f"{service.name} exited at start-up; its log:\n{log.read_text()[-4000:]}"
             )
         try:
             if httpx.get(service.health_url, timeout=1).status_code == 200:
-                return
+                waiting.pop(0)
+                continue
         except httpx.TransportError:
             pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{service.name} did not become healthy; see {log}")
         time.sleep(0.2)
-    raise SystemExit(f"{service.name} did not become healthy; see {log}")
 
 
-def _service_key(loyalty: str, env: dict[str, str], name: str, *scopes: str) -> str:
-    """The ledger service key of ``name``: made once, kept in the data directory."""
-    kept = Path(env["LOYALTY_DATA_DIR"]) / f"{name}-service-key.json"
-    if not kept.exists():
-        flags = [part for scope in scopes for part in ("--scope", scope)]
-        created = subprocess.run(
-            [loyalty, "service-key", "create", name, *flags],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        kept.write_text(created.stdout)
-        kept.chmod(0o600)
-    return str(json.loads(kept.read_text())["key"])
+def _run_together(env: dict[str, str], commands: list[tuple[list[str], Path | None]]) -> None:
+    """Runs one-off commands at once; a command's output is kept in its file (if it has
+    one) once it has succeeded. Each migrates first: they take turns under the lock."""
+    started = []
+    for args, kept in commands:
+        partial = None if kept is None else kept.with_name(kept.name + ".partial")
+        if partial is not None:
+            partial.touch(mode=0o600)  # service keys are secrets
+        with partial.open("wb") if partial else open(os.devnull, "wb") as out:
+            process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.PIPE)
+        started.append((args, kept, partial, process))
+    failures = []
+    for args, kept, partial, process in started:
+        _, stderr = process.communicate()
+        if partial is not None and kept is not None:
+            if process.returncode == 0:
+                partial.replace(kept)
+            else:
+                partial.unlink()
+        if process.returncode != 0:
+            failures.append(f"{' '.join(args[1:])} failed:\n{stderr.decode(errors='replace')}")
+    if failures:
+        raise SystemExit("\n".join(failures))
 
 
 def _broker_port(env: dict[str, str]) -> int:
@@ -107,28 +121,38 @@ def main() -> None:
         env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
 
     loyalty = _command("loyalty")
-    subprocess.run([loyalty, "db", "upgrade"], env=env, check=True)
-    demo_file = data_dir / "demo-program.json"
-    subprocess.run(
-        [loyalty, "program", "ensure-demo", "--state-file", str(demo_file)],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    demo = json.loads(demo_file.read_text())
-
-    # The rules service keeps its own database and writes rewards with a service key.
+    # The rules service keeps its own database and writes rewards with a service key;
+    # the notifier too, with a key to record unsubscribes at the ledger.
     if database is not None:
         env["RULES_DATABASE_URL"] = database.ensure_database("loyalty_rules")
-    elif not env.get("RULES_DATABASE_URL"):
-        env["RULES_DATABASE_URL"] = sibling_database(env["DATABASE_URL"], "loyalty_rules")
-    env.setdefault("RULES_LEDGER_KEY", _service_key(loyalty, env, "rules", "points:write", "ops"))
-    # The notifier: its own database, and a key to record unsubscribes at the ledger.
-    if database is not None:
         env["NOTIFIER_DATABASE_URL"] = database.ensure_database("loyalty_notifier")
-    elif not env.get("NOTIFIER_DATABASE_URL"):
-        env["NOTIFIER_DATABASE_URL"] = sibling_database(env["DATABASE_URL"], "loyalty_notifier")
-    env.setdefault("NOTIFIER_LEDGER_KEY", _service_key(loyalty, env, "notifier", "members:write"))
+    else:
+        for variable, name in (
+            ("RULES_DATABASE_URL", "loyalty_rules"),
+            ("NOTIFIER_DATABASE_URL", "loyalty_notifier"),
+        ):
+            if not env.get(variable):
+                env[variable] = sibling_database(env["DATABASE_URL"], name)
+    # The demo program and the service keys are made once and kept in the data
+    # directory, all at once.
+    demo_file = data_dir / "demo-program.json"
+    commands: list[tuple[list[str], Path | None]] = [
+        ([loyalty, "program", "ensure-demo", "--state-file", str(demo_file)], None)
+    ]
+    key_files = {}
+    for variable, name, scopes in (
+        ("RULES_LEDGER_KEY", "rules", ("points:write", "ops")),
+        ("NOTIFIER_LEDGER_KEY", "notifier", ("members:write",)),
+    ):
+        if variable not in env:
+            key_files[variable] = kept = data_dir / f"{name}-service-key.json"
+            if not kept.exists():
+                scope_flags = [f"--scope={scope}" for scope in scopes]
+                commands.append(([loyalty, "service-key", "create", name, *scope_flags], kept))
+    _run_together(env, commands)
+    demo = json.loads(demo_file.read_text())
+    for variable, kept in key_files.items():
+        env[variable] = str(json.loads(kept.read_text())["key"])
 
     ledger_port = env.setdefault("LEDGER_PORT", "8000")
     ledger_url = f"http://127.0.0.1:{ledger_port}"
@@ -189,19 +213,21 @@ def main() -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
+        # All at once (none needs another to start); then each must answer its health.
         for service in services:
             log = logs / f"{service.name}.log"
             # A session of its own: Ctrl-C reaches this supervisor only, which stops the
             # services in order and the database last.
-            process = subprocess.Popen(
-                service.args,
-                env=env,
-                stdout=log.open("ab"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            with log.open("ab") as out:
+                process = subprocess.Popen(
+                    service.args,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             running.append((service, process))
-            _wait_healthy(service, process, log)
+        _wait_healthy(running, logs)
         key = next(k["key"] for k in demo["api_keys"] if "admin" in k["scopes"])
         print(
             f"""
