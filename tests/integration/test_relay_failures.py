@@ -111,7 +111,9 @@ def test_relay_killed_at_random_moments_loses_nothing(
     kills = 0
 
     async def scenario() -> list[int]:
-        burst = asyncio.create_task(_earns(program, members, 5000))
+        # Each relay start costs seconds of CPU beside the earns: 1,500 earns see about
+        # ten kills.
+        burst = asyncio.create_task(_earns(program, members, 1500))
         nonlocal kills
         while not burst.done():
             with relay_process(
@@ -124,8 +126,8 @@ def test_relay_killed_at_random_moments_loses_nothing(
         return await burst
 
     statuses = asyncio.run(scenario())
-    assert statuses.count(201) == 5000
-    assert kills >= 2
+    assert statuses.count(201) == 1500
+    assert kills >= 3
     with relay_process(database_url, kafka_bootstrap, name, topic, tmp_path / "relay.log"):
         stored = asyncio.run(_store_ids(database_url))
         seen = asyncio.run(read_topic(kafka_bootstrap, topic, until_ids=stored, timeout=120))

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -39,24 +40,36 @@ def _workers(server: psutil.Process, port: int) -> list[psutil.Process]:
     return [w for w in server.children() if _connections(w, port, psutil.CONN_LISTEN)]
 
 
-@pytest.fixture
-def served(database_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+@contextmanager
+def _serve(database_url: str, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
     env = _env(database_url, port)
-    with running_process(
-        [command_path("loyalty"), "serve"],
-        env,
-        f"http://127.0.0.1:{port}/healthz",
-        tmp_path / "serve.log",
-    ) as process:
+    url = f"http://127.0.0.1:{port}/healthz"
+    with running_process([command_path("loyalty"), "serve"], env, url, log) as process:
         eventually(lambda: len(_workers(psutil.Process(process.pid), port)) == 2, 30, "2 workers")
         yield process, port
 
 
+@pytest.fixture(scope="module")
+def shared(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A server for the tests that leave it running."""
+    with _serve(database_url, tmp_path_factory.mktemp("serve") / "serve.log") as served:
+        yield served
+
+
+@pytest.fixture
+def served(database_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A server of the test's own, for the tests that stop it."""
+    with _serve(database_url, tmp_path / "serve.log") as served:
+        yield served
+
+
 def test_connections_are_spread_over_the_workers(
-    served: tuple[subprocess.Popen[bytes], int],
+    shared: tuple[subprocess.Popen[bytes], int],
 ) -> None:
-    process, port = served
+    process, port = shared
     clients = []
     for _ in range(24):  # one after the other, as a client pool opens them
         clients.append(socket.create_connection(("127.0.0.1", port)))
@@ -81,9 +94,9 @@ def test_connections_are_spread_over_the_workers(
 
 
 def test_a_second_server_on_the_port_is_refused(
-    served: tuple[subprocess.Popen[bytes], int], database_url: str
+    shared: tuple[subprocess.Popen[bytes], int], database_url: str
 ) -> None:
-    _, port = served
+    _, port = shared
     second = subprocess.run(
         [command_path("loyalty"), "serve"],
         env={**os.environ, **_env(database_url, port)},
