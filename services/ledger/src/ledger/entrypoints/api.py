@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +18,7 @@ import asyncpg
 import orjson
 import structlog
 from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.dependencies.utils import get_typed_return_annotation, request_params_to_args
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -38,7 +39,7 @@ from loyalty_common.telemetry import (
     metrics_response,
     setup_tracing,
 )
-from pydantic import AwareDatetime, ValidationError
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uuid_utils import uuid4
 
@@ -323,6 +324,86 @@ class CallerDependency:
         return parameters
 
 
+class CheckoutRoute(APIRoute):
+    """A route whose requests skip FastAPI's per-request machinery (ADR 0016).
+
+    FastAPI reads the endpoint's declaration as for any route: matching and the OpenAPI
+    document are its own. A request then takes a few calls: the path and query
+    parameters validated by FastAPI's own fields, a JSON body by pydantic straight from
+    the bytes, the ``CallerDependency`` called with the request, and the endpoint
+    awaited; its response goes out as it is. Anything that does not validate on that
+    way goes to FastAPI's own handler, so errors keep FastAPI's form and precedence.
+
+    For endpoints of that shape alone (path and query parameters, at most one JSON body,
+    one ``CallerDependency``, a Response returned); any other is refused at start-up.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        standard = super().get_route_handler()
+        dependant, endpoint = self.dependant, self.endpoint
+        (caller,) = dependant.dependencies
+        returns = get_typed_return_annotation(endpoint)
+        if (
+            not isinstance(caller.call, CallerDependency)
+            or caller.name is None
+            or dependant.header_params
+            or dependant.cookie_params
+            or len(dependant.body_params) > 1
+            or dependant.request_param_name
+            or not (isinstance(returns, type) and issubclass(returns, Response))
+        ):
+            raise TypeError(f"{self.path}: not an endpoint of CheckoutRoute's shape")
+        call, caller_name = caller.call, caller.name
+        path_params, query_params = dependant.path_params, dependant.query_params
+        body_name, body_type, body_required = "", None, False
+        if dependant.body_params:
+            (body,) = dependant.body_params
+            assert body.field_info.annotation is not None
+            body_name, body_required = body.name, body.field_info.is_required()
+            body_type = TypeAdapter(body.field_info.annotation)
+
+        async def handler(request: Request) -> Response:
+            values, errors = request_params_to_args(path_params, request.path_params)
+            if query_params:
+                query, query_errors = request_params_to_args(query_params, request.query_params)
+                values.update(query)
+                errors.extend(query_errors)
+            if body_type is not None:
+                raw = await request.body()
+                content_type = request.headers.get("content-type", "")
+                if raw and (
+                    content_type == "application/json"
+                    or content_type.startswith("application/json;")
+                ):
+                    try:
+                        values[body_name] = body_type.validate_json(raw)
+                    except ValidationError:
+                        errors.append(body_name)
+                elif raw or body_required:
+                    errors.append(body_name)  # FastAPI says what is wrong with it
+            if errors:
+                return await standard(request)
+            values[caller_name] = await call(request)
+            response: Response = await endpoint(**values)
+            return response
+
+        return handler
+
+
+def checkout_route(
+    app: FastAPI, method: str, path: str, **options: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declares a route of the checkout's hot path, served through ``CheckoutRoute``."""
+
+    def declare(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        app.router.add_api_route(
+            path, endpoint, methods=[method], route_class_override=CheckoutRoute, **options
+        )
+        return endpoint
+
+    return declare
+
+
 def reader(scope: str | None) -> CallerDependency:
     return CallerDependency(scope, ReadHeaders)
 
@@ -437,17 +518,17 @@ def _routes(app: FastAPI) -> None:
             await caller.ledger.earn(caller.context(body.reason), _purchase(body), **target)
         )
 
-    @app.post("/v1/members/{member_id}/earn", status_code=201, tags=["points"])
+    @checkout_route(app, "POST", "/v1/members/{member_id}/earn", status_code=201, tags=["points"])
     async def earn(member_id: UUID, body: EarnRequest, caller: PointsWriter) -> JSONResponse:
         return await _earn(body, caller, member_id=member_id)
 
-    @app.post("/v1/cards/{card_token}/earn", status_code=201, tags=["points"])
+    @checkout_route(app, "POST", "/v1/cards/{card_token}/earn", status_code=201, tags=["points"])
     async def earn_by_card(
         card_token: str, body: EarnRequest, caller: PointsWriter
     ) -> JSONResponse:
         return await _earn(body, caller, card_token=card_token)
 
-    @app.post("/v1/members/{member_id}/redeem", status_code=201, tags=["points"])
+    @checkout_route(app, "POST", "/v1/members/{member_id}/redeem", status_code=201, tags=["points"])
     async def redeem(member_id: UUID, body: RedeemRequest, caller: PointsWriter) -> JSONResponse:
         return _respond(
             await caller.ledger.redeem(
@@ -459,7 +540,9 @@ def _routes(app: FastAPI) -> None:
             )
         )
 
-    @app.post("/v1/transactions/{transaction_id}/reverse", status_code=201, tags=["points"])
+    @checkout_route(
+        app, "POST", "/v1/transactions/{transaction_id}/reverse", status_code=201, tags=["points"]
+    )
     async def reverse(
         transaction_id: UUID, caller: PointsWriter, body: ReverseRequest | None = None
     ) -> JSONResponse:
@@ -473,7 +556,7 @@ def _routes(app: FastAPI) -> None:
             )
         )
 
-    @app.get("/v1/members/{member_id}/balance", tags=["points"])
+    @checkout_route(app, "GET", "/v1/members/{member_id}/balance", tags=["points"])
     async def balance(
         member_id: UUID, caller: PointsReader, as_of: AwareDatetime | None = None
     ) -> JSONResponse:
