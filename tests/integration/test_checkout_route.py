@@ -6,37 +6,31 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from fastapi.testclient import TestClient
 from ledger.config import LedgerSettings
 from ledger.entrypoints import api as ledger_api
 
 from tests.integration.conftest import Program, earn, enrol, purchase
 
 
-@pytest.fixture(scope="module")
-def standard(database_url: str) -> Iterator[TestClient]:
+@pytest.fixture
+def standard(database_url: str) -> FastAPI:
     """The ledger app with FastAPI's own handler on every route."""
     patch = pytest.MonkeyPatch()
     patch.setattr(ledger_api.CheckoutRoute, "get_route_handler", APIRoute.get_route_handler)
     patch.setenv("LOYALTY_ENV", "dev")
     try:
-        app = ledger_api.create_app(
+        return ledger_api.create_app(
             LedgerSettings(database_url=database_url, clock_interval_seconds=0)
         )
     finally:
         patch.undo()
-    with TestClient(app) as client:
-        yield client
-
-
-def _json(body: Any) -> bytes:
-    return json.dumps(body).encode()
 
 
 Body = Callable[[], bytes | None]  # each call a new body: the same order twice is refused
@@ -51,22 +45,22 @@ def _purchase(**fields: Any) -> Body:
 
 
 def _cases(member: str) -> list[tuple[str, str, dict[str, str], Body]]:
-    earn = f"/v1/members/{member}/earn"
+    earn_path = f"/v1/members/{member}/earn"
     as_json = {"Content-Type": "application/json"}
     none = _fixed(None)
     return [
-        ("POST", earn, as_json, _purchase()),
-        ("POST", earn, {"Content-Type": "application/json; charset=utf-8"}, _purchase()),
-        ("POST", earn, {"Content-Type": "application/vnd.till+json"}, _purchase()),
-        ("POST", earn, {}, _purchase()),  # no content type
-        ("POST", earn, {"Content-Type": "text/plain"}, _purchase()),
-        ("POST", earn, as_json, _fixed(b'{"order_id": ')),
-        ("POST", earn, as_json, _fixed(b"[]")),
-        ("POST", earn, as_json, _fixed(b"")),
-        ("POST", earn, as_json, _purchase(colour="red")),
-        ("POST", earn, as_json, _purchase(amount="12,50")),
-        ("POST", earn, as_json, _purchase(currency="XXX")),
-        ("POST", earn, as_json, _fixed(b'{"points": 10, "reason": "goodwill"}')),  # needs ops
+        ("POST", earn_path, as_json, _purchase()),
+        ("POST", earn_path, {"Content-Type": "application/json; charset=utf-8"}, _purchase()),
+        ("POST", earn_path, {"Content-Type": "application/vnd.till+json"}, _purchase()),
+        ("POST", earn_path, {}, _purchase()),  # no content type
+        ("POST", earn_path, {"Content-Type": "text/plain"}, _purchase()),
+        ("POST", earn_path, as_json, _fixed(b'{"order_id": ')),
+        ("POST", earn_path, as_json, _fixed(b"[]")),
+        ("POST", earn_path, as_json, _fixed(b"")),
+        ("POST", earn_path, as_json, _purchase(colour="red")),
+        ("POST", earn_path, as_json, _purchase(amount="12,50")),
+        ("POST", earn_path, as_json, _purchase(currency="XXX")),
+        ("POST", earn_path, as_json, _fixed(b'{"points": 10, "reason": "goodwill"}')),  # needs ops
         ("POST", "/v1/members/not-a-uuid/earn", as_json, _purchase()),
         ("POST", "/v1/members/not-a-uuid/earn", as_json, _fixed(b"{")),
         ("POST", f"/v1/members/{uuid.uuid4()}/earn", as_json, _purchase()),
@@ -93,21 +87,27 @@ def _answer(response: httpx.Response) -> tuple[int, Any]:
 
 
 @pytest.mark.parametrize("credentials", ["checkout key", "no key", "no Idempotency-Key"])
-def test_checkout_routes_answer_as_fastapi_does(
-    program: Program, standard: TestClient, credentials: str
+async def test_checkout_routes_answer_as_fastapi_does(
+    program: Program, standard: FastAPI, credentials: str
 ) -> None:
     with program.client() as api:
         member = enrol(api)
         earn(api, member, "500")
-    with httpx.Client(base_url=program.url, timeout=30) as served:
+    async with (
+        standard.router.lifespan_context(standard),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=standard), base_url="http://ledger"
+        ) as in_process,
+        httpx.AsyncClient(base_url=program.url, timeout=30) as served,
+    ):
         for method, path, headers, body in _cases(member):
             sent = dict(headers)
             if credentials != "no key":
                 sent["Authorization"] = f"Bearer {program.checkout_key}"
             answers = []
-            for client in (served, standard):
+            for client in (served, in_process):
                 if credentials != "no Idempotency-Key":
                     sent["Idempotency-Key"] = str(uuid.uuid4())
-                response = client.request(method, path, headers=sent, content=body())
+                response = await client.request(method, path, headers=sent, content=body())
                 answers.append(_answer(response))
             assert answers[0] == answers[1], (method, path, headers, body())
