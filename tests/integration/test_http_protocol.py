@@ -1,9 +1,10 @@
 """`loyalty serve` writes each response once per loop step (workers.HttpProtocol): what
-it holds back must still go out whole, on a kept-alive connection and before a
-connection it closes."""
+it holds back must still go out whole and in order: on a kept-alive connection, for
+pipelined requests, and before a connection it closes."""
 
 from __future__ import annotations
 
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -50,3 +51,14 @@ def test_keep_alive_responses_arrive_whole_one_after_the_other(ledger_url: str) 
             assert len(body) == length
             statuses.append(status)
     assert statuses == [b"200", b"401", b"200"]
+
+
+def test_pipelined_requests_get_their_responses_in_order(ledger_url: str) -> None:
+    requests = [
+        b"GET /healthz HTTP/1.1\r\nHost: ledger\r\n\r\n",
+        b"GET /v1/members/00000000-0000-0000-0000-000000000000 HTTP/1.1\r\nHost: ledger\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: ledger\r\nConnection: close\r\n\r\n",
+    ]
+    received = _exchange(ledger_url, b"".join(requests))
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", received) == [b"200", b"401", b"200"]
+    assert received.endswith(b'{"status":"ok"}')
