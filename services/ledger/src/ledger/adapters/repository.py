@@ -119,6 +119,9 @@ _PARTS = {
 }
 
 
+_LOAD_CHOICES = tuple(_TARGETS.keys() | _PARTS.keys())
+
+
 @functools.cache
 def load_sql(asked: frozenset[str]) -> str:
     """The load of a command that gives the arguments ``asked``."""
@@ -338,7 +341,9 @@ def load_statement(
         "coupon_code": coupon_code,
         "purchase_at": purchase_at,
     }
-    asked = frozenset([name for name, value in given.items() if value not in (None, False)])
+    # The parts and targets the command asks for (the other arguments only fill them),
+    # so that one form of load is one cache entry.
+    asked = frozenset([name for name in _LOAD_CHOICES if given[name] not in (None, False)])
     sql, names = positional(load_sql(asked))
     return sql, tuple([given[name] for name in names])
 

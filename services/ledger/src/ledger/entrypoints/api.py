@@ -341,10 +341,11 @@ class CheckoutRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         standard = super().get_route_handler()
         dependant, endpoint = self.dependant, self.endpoint
-        (caller,) = dependant.dependencies
         returns = get_typed_return_annotation(endpoint)
+        caller = dependant.dependencies[0] if len(dependant.dependencies) == 1 else None
         if (
-            not isinstance(caller.call, CallerDependency)
+            caller is None
+            or not isinstance(caller.call, CallerDependency)
             or caller.name is None
             or dependant.header_params
             or dependant.cookie_params
