@@ -23,7 +23,7 @@ from tests.integration.conftest import Program, earn, enrol, purchase
 def standard(database_url: str) -> FastAPI:
     """The ledger app with FastAPI's own handler on every route."""
     patch = pytest.MonkeyPatch()
-    patch.setattr(ledger_api.CheckoutRoute, "get_route_handler", APIRoute.get_route_handler)
+    patch.setattr(ledger_api.CheckoutRoute, "__init__", APIRoute.__init__)
     patch.setenv("LOYALTY_ENV", "dev")
     try:
         return ledger_api.create_app(
@@ -74,6 +74,7 @@ def _cases(member: str) -> list[tuple[str, str, dict[str, str], Body]]:
         ("GET", f"/v1/members/{member}/balance", {}, none),
         ("GET", f"/v1/members/{member}/balance?as_of=2026-01-01T00:00:00Z", {}, none),
         ("GET", f"/v1/members/{member}/balance?as_of=yesterday", {}, none),
+        ("GET", f"/v1/members/{member}/balance?as_of=", {}, none),
         ("GET", f"/v1/members/{member}/balance?as_of=2026-01-01T00:00:00", {}, none),
         ("GET", "/v1/members/not-a-uuid/balance?as_of=yesterday", {}, none),
     ]

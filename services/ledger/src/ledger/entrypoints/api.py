@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import gc
 import hashlib
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from copy import deepcopy
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,7 +19,8 @@ import asyncpg
 import orjson
 import structlog
 from fastapi import Depends, FastAPI, Query, Request, Response
-from fastapi.dependencies.utils import get_typed_return_annotation, request_params_to_args
+from fastapi._compat import ModelField, is_scalar_field
+from fastapi.dependencies.utils import get_typed_return_annotation
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -39,7 +41,8 @@ from loyalty_common.telemetry import (
     metrics_response,
     setup_tracing,
 )
-from pydantic import AwareDatetime, TypeAdapter, ValidationError
+from pydantic import AwareDatetime, Json, TypeAdapter, ValidationError
+from starlette._exception_handler import wrap_app_handling_exceptions
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uuid_utils import uuid4
 
@@ -181,6 +184,9 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
     app.add_exception_handler(ServiceError, on_ledger_error)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _routes(app)
+    # A request is matched against the routes in order: the checkout's come first, ahead
+    # of FastAPI's documentation routes too (no path of theirs overlaps another's).
+    app.router.routes.sort(key=lambda route: not isinstance(route, CheckoutRoute))
     return app
 
 
@@ -328,18 +334,23 @@ class CheckoutRoute(APIRoute):
     """A route whose requests skip FastAPI's per-request machinery (ADR 0016).
 
     FastAPI reads the endpoint's declaration as for any route: matching and the OpenAPI
-    document are its own. A request then takes a few calls: the path and query
-    parameters validated by FastAPI's own fields, a JSON body by pydantic straight from
-    the bytes, the ``CallerDependency`` called with the request, and the endpoint
-    awaited; its response goes out as it is. Anything that does not validate on that
-    way goes to FastAPI's own handler, so errors keep FastAPI's form and precedence.
+    document are its own. The route's ASGI app is a lean one, though: the path and
+    query parameters validated by FastAPI's own fields, a JSON body by pydantic straight
+    from the bytes, the ``CallerDependency`` called with the request, the endpoint
+    awaited and its response sent. An exception goes to the app's exception handlers as
+    from any route. Anything that does not validate on that way goes to FastAPI's own
+    app for the route, so errors keep FastAPI's form and precedence.
 
-    For endpoints of that shape alone (path and query parameters, at most one JSON body,
-    one ``CallerDependency``, a Response returned); any other is refused at start-up.
+    For endpoints of that shape alone (plain path and query parameters, at most one
+    JSON body, one ``CallerDependency``, a Response returned); any other is refused at
+    start-up.
     """
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        standard = super().get_route_handler()
+    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        super().__init__(path, endpoint, **options)
+        self.app = self._checkout_app(standard=self.app)
+
+    def _checkout_app(self, standard: ASGIApp) -> ASGIApp:
         dependant, endpoint = self.dependant, self.endpoint
         returns = get_typed_return_annotation(endpoint)
         caller = dependant.dependencies[0] if len(dependant.dependencies) == 1 else None
@@ -351,11 +362,13 @@ class CheckoutRoute(APIRoute):
             or dependant.cookie_params
             or len(dependant.body_params) > 1
             or dependant.request_param_name
+            or not all(map(_plain_param, dependant.path_params + dependant.query_params))
             or not (isinstance(returns, type) and issubclass(returns, Response))
         ):
             raise TypeError(f"{self.path}: not an endpoint of CheckoutRoute's shape")
         call, caller_name = caller.call, caller.name
-        path_params, query_params = dependant.path_params, dependant.query_params
+        path_params = [_Param(field) for field in dependant.path_params]
+        query_params = [_Param(field) for field in dependant.query_params]
         body_name, body_type, body_required = "", None, False
         if dependant.body_params:
             (body,) = dependant.body_params
@@ -363,32 +376,100 @@ class CheckoutRoute(APIRoute):
             body_name, body_required = body.name, body.field_info.is_required()
             body_type = TypeAdapter(body.field_info.annotation)
 
-        async def handler(request: Request) -> Response:
-            values, errors = request_params_to_args(path_params, request.path_params)
-            if query_params:
-                query, query_errors = request_params_to_args(query_params, request.query_params)
-                values.update(query)
-                errors.extend(query_errors)
-            if body_type is not None:
-                raw = await request.body()
-                content_type = request.headers.get("content-type", "")
-                if raw and (
-                    content_type == "application/json"
-                    or content_type.startswith("application/json;")
-                ):
-                    try:
-                        values[body_name] = body_type.validate_json(raw)
-                    except ValidationError:
-                        errors.append(body_name)
-                elif raw or body_required:
-                    errors.append(body_name)  # FastAPI says what is wrong with it
-            if errors:
-                return await standard(request)
-            values[caller_name] = await call(request)
-            response: Response = await endpoint(**values)
-            return response
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            request = Request(scope, receive, send)
+            raw: bytes | None = None
+            try:
+                values: dict[str, Any] = {}
+                valid = all(param.take(scope["path_params"], values) for param in path_params)
+                if valid and query_params:
+                    query = request.query_params
+                    valid = all(param.take(query, values) for param in query_params)
+                if valid and body_type is not None:
+                    raw = await request.body()
+                    content_type = request.headers.get("content-type", "")
+                    if raw and (
+                        content_type == "application/json"
+                        or content_type.startswith("application/json;")
+                    ):
+                        try:
+                            values[body_name] = body_type.validate_json(raw)
+                        except ValidationError:
+                            valid = False
+                    elif raw or body_required:
+                        valid = False
+                if valid:
+                    values[caller_name] = await call(request)
+                    response: Response = await endpoint(**values)
+            except Exception as exc:
+                await wrap_app_handling_exceptions(_raising(exc), request)(scope, receive, send)
+                return
+            if not valid:  # FastAPI's own app says what is wrong
+                await standard(scope, receive if raw is None else _replaying(raw, receive), send)
+                return
+            await response(scope, receive, send)
 
-        return handler
+        return app
+
+
+def _plain_param(field: ModelField) -> bool:
+    """A path or query parameter of one value under its one name: no model, no list,
+    no JSON, no alternative names."""
+    info = field.field_info
+    return (
+        is_scalar_field(field)
+        and info.validation_alias is None
+        and not any(type(item) is Json for item in info.metadata)
+    )
+
+
+class _Param:
+    """A plain parameter validated by its FastAPI field, as ``request_params_to_args``
+    does for such a parameter; a value it would refuse is left to FastAPI to report."""
+
+    def __init__(self, field: ModelField) -> None:
+        self.field, self.name = field, field.name
+        self.alias = field.alias
+        self.required = field.field_info.is_required()
+        self.default = field.default
+        self.validate_default = field.field_info.validate_default
+
+    def take(self, received: Mapping[str, Any], values: dict[str, Any]) -> bool:
+        raw = received.get(self.alias)
+        if raw is None:
+            if self.required:
+                return False
+            if not self.validate_default:
+                values[self.name] = deepcopy(self.default)
+                return True
+            raw = deepcopy(self.default)
+        value, errors = self.field.validate(raw, values)
+        if errors:
+            return False
+        values[self.name] = value
+        return True
+
+
+def _raising(exc: Exception) -> ASGIApp:
+    async def app(_scope: Scope, _receive: Receive, _send: Send) -> None:
+        raise exc
+
+    return app
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """The request's body once more, for FastAPI's app after the lean way read it; then
+    the connection's own messages (a disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 def checkout_route(
@@ -501,7 +582,6 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 def _routes(app: FastAPI) -> None:
-    # The checkout's routes first: a request is matched against the routes in order.
     async def _earn(body: EarnRequest, caller: Caller, **target: Any) -> JSONResponse:
         if body.points is not None:
             if "ops" not in caller.key.scopes:
