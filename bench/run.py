@@ -119,6 +119,15 @@ class CpuMeter:
                 return None
         return None
 
+    def postgres_processes(self) -> int:
+        """The postmaster's child processes, exited ones it has not reaped included."""
+        if self.postmaster_pid is None:
+            return 0
+        try:
+            return len(psutil.Process(self.postmaster_pid).children())
+        except psutil.Error:
+            return 0
+
     def sample(self) -> CpuSample:
         machine = psutil.cpu_times()
         busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
@@ -226,10 +235,15 @@ def run_pgbench(
     connection, env = pgbench_connection(dsn)
     options = f"-n -M prepared -c {clients} -j {threads} -T {seconds}".split()
     command = [str(pgbench_binary()), *options, "-f", str(script), *connection]
+    backends = meter.postgres_processes()
     before = meter.sample()
     completed = subprocess.run(
         command, env={**os.environ, **env}, capture_output=True, text=True, check=False
     )
+    ended = time.perf_counter()
+    # pgbench's backends exit with it; their CPU counts once the postmaster reaps them.
+    while meter.postgres_processes() > backends and time.perf_counter() < ended + 5:
+        time.sleep(0.02)
     after = meter.sample()
     scratch_sql(dsn, "DROP TABLE bench_scratch")
     if completed.returncode != 0:
@@ -249,7 +263,7 @@ def run_pgbench(
         cpu_machine=after.machine_busy - before.machine_busy,
         postgres_cpu=delta(before.postgres, after.postgres),
         pgbench_cpu=after.children - before.children,
-        seconds=after.at - before.at,
+        seconds=ended - before.at,
     )
 
 
