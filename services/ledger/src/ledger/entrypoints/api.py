@@ -8,19 +8,21 @@ import gc
 import hashlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from copy import deepcopy
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from uuid import UUID
 
 import asyncpg
 import orjson
 import structlog
-from fastapi import Depends, FastAPI, Query, Request, Response
-from fastapi._compat import ModelField, is_scalar_field
-from fastapi.dependencies.utils import get_typed_return_annotation
+from fastapi import Depends, FastAPI, Query, Request, Response, params
+from fastapi._compat import ModelField, Undefined, is_scalar_field
+from fastapi.dependencies.utils import (
+    _validate_value_with_model_field,
+    get_typed_return_annotation,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -428,22 +430,17 @@ class _Param:
     does for such a parameter; a value it would refuse is left to FastAPI to report."""
 
     def __init__(self, field: ModelField) -> None:
-        self.field, self.name = field, field.name
-        self.alias = field.alias
-        self.required = field.field_info.is_required()
-        self.default = field.default
-        self.validate_default = field.field_info.validate_default
+        self.field, self.name, self.alias = field, field.name, field.alias
+        self.loc = (cast(params.Param, field.field_info).in_.value, field.alias)
 
     def take(self, received: Mapping[str, Any], values: dict[str, Any]) -> bool:
         raw = received.get(self.alias)
-        if raw is None:
-            if self.required:
-                return False
-            if not self.validate_default:
-                values[self.name] = deepcopy(self.default)
-                return True
-            raw = deepcopy(self.default)
-        value, errors = self.field.validate(raw, values)
+        value, errors = _validate_value_with_model_field(
+            field=self.field,
+            value=Undefined if raw is None else raw,
+            values=values,
+            loc=self.loc,
+        )
         if errors:
             return False
         values[self.name] = value
