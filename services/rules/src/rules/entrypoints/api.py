@@ -476,7 +476,9 @@ def _routes(app: FastAPI) -> None:
 
     @app.post("/v1/clock/run", tags=["operations"])
     async def run_clock(request: Request, body: ClockRequest, caller: Ops) -> JSONResponse:
-        """Run the time-driven rules as of `as_of` (default now; later dates in dev only)."""
+        """Run the time-driven rules of the key's program as of `as_of` (default now;
+        later dates in dev only). Other programs are left to their own keys and to the
+        background clock."""
         settings: RulesSettings = request.app.state.settings
         now = datetime.now(UTC)
         as_of = body.as_of or now
@@ -487,7 +489,9 @@ def _routes(app: FastAPI) -> None:
                 422, "as_of_in_future", "as_of may lie in the future only in dev", field="as_of"
             )
         return JSONResponse(
-            await clock.run(caller.pool, caller.topics, as_of, caller.correlation_id)
+            await clock.run(
+                caller.pool, caller.topics, as_of, caller.correlation_id, caller.program_id
+            )
         )
 
 

@@ -77,6 +77,30 @@ async def _member_enrolled(
     await triggers.welcome(conn, UUID(envelope.program_id), member_id, cause)
 
 
+async def _member_profile_changed(
+    conn: asyncpg.Connection, envelope: Envelope, cause: Cause, topics: Topics
+) -> None:
+    """A new birthday (or time zone, in which the birthday begins) moves the birthday
+    reward; the other profile fields are none of the rules service's business."""
+    changed = envelope.member_profile_changed
+    values: dict[str, str | None] = {
+        name: getattr(changed, name) for name in ("birthday", "time_zone") if changed.HasField(name)
+    }
+    values |= {name: None for name in changed.cleared if name in ("birthday", "time_zone")}
+    if not values:
+        return
+    await conn.execute(
+        """UPDATE members SET birthday = CASE WHEN $2 THEN $3::text::date ELSE birthday END,
+                  time_zone = CASE WHEN $4 THEN $5 ELSE time_zone END
+            WHERE member_id = $1""",
+        UUID(envelope.stream_id),
+        "birthday" in values,
+        values.get("birthday"),
+        "time_zone" in values,
+        values.get("time_zone"),
+    )
+
+
 async def _points_earned(
     conn: asyncpg.Connection, envelope: Envelope, cause: Cause, topics: Topics
 ) -> None:
@@ -91,7 +115,9 @@ async def _points_earned(
         member_id,
         program_id,
         timestamp(earned.expires_at),
-        earned.points,
+        # What paid the member's debt never was in the lot (as at the ledger), so it
+        # can neither be spent nor expire.
+        earned.points - earned.debt_paid,
     )
     if earned.kind == "purchase":
         await conn.execute(
@@ -155,6 +181,20 @@ async def _earn_reversed(
             -reversed_.qualifying_points,
             cause,
             topics,
+        )
+
+
+async def _pending_points_activated(
+    conn: asyncpg.Connection, envelope: Envelope, cause: Cause, topics: Topics
+) -> None:
+    # Pending points that pay debt when they activate leave the lot then (the ledger's
+    # account does the same), so the expiry warning counts only what is left.
+    activated = envelope.pending_points_activated
+    if activated.debt_paid:
+        await conn.execute(
+            "UPDATE lots SET remaining = remaining - $2 WHERE lot_id = $1",
+            UUID(activated.lot_id),
+            activated.debt_paid,
         )
 
 
@@ -246,7 +286,9 @@ async def _coupon_redeemed(
 STEPS: dict[str, Step] = {
     "program_configured": _program_configured,
     "member_enrolled": _member_enrolled,
+    "member_profile_changed": _member_profile_changed,
     "points_earned": _points_earned,
+    "pending_points_activated": _pending_points_activated,
     "earn_reversed": _earn_reversed,
     "points_redeemed": _points_redeemed,
     "redemption_reversed": _redemption_reversed,

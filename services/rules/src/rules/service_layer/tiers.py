@@ -213,10 +213,21 @@ async def evaluate_program(
         )
 
 
-async def tick(conn: asyncpg.Connection, as_of: datetime, cause: Cause, topics: Topics) -> int:
+async def tick(
+    conn: asyncpg.Connection,
+    as_of: datetime,
+    cause: Cause,
+    topics: Topics,
+    program_id: UUID | None = None,
+) -> int:
+    """The clock's checks (grace expiries, downgrade warnings) due by `as_of`, of one
+    program or of all."""
     members = await conn.fetch(
-        "SELECT member_id FROM members WHERE tier_check_at <= $1 ORDER BY tier_check_at",
+        """SELECT member_id FROM members
+            WHERE tier_check_at <= $1 AND ($2::uuid IS NULL OR program_id = $2)
+            ORDER BY tier_check_at""",
         as_of,
+        program_id,
     )
     for member in members:
         row = await conn.fetchrow(_LOAD, member["member_id"])

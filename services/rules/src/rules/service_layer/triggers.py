@@ -116,36 +116,57 @@ async def referral(
         )
 
 
-async def birthdays(conn: asyncpg.Connection, as_of: datetime, cause: Cause) -> int:
-    """Queue the birthday rewards of members whose birthday it is at `as_of` in their
-    own time zone (else the program's). 29 February birthdays count on 28 February in
-    other years."""
-    rows = await conn.fetch(
-        """WITH local AS (
-               SELECT m.member_id, m.program_id, p.triggers -> 'birthday' AS spec,
-                      ($1::timestamptz AT TIME ZONE coalesce(
-                          m.time_zone, p.config ->> 'time_zone', 'UTC'))::date AS today,
-                      coalesce(m.time_zone, p.config ->> 'time_zone', 'UTC') AS zone,
-                      m.birthday
-                 FROM members m JOIN programs p USING (program_id)
-                WHERE m.birthday IS NOT NULL AND p.triggers ? 'birthday'
-                  AND extract(month FROM m.birthday) IN (
-                      extract(month FROM $1::timestamptz - interval '1 day'),
-                      extract(month FROM $1::timestamptz),
-                      extract(month FROM $1::timestamptz + interval '1 day')))
-           SELECT member_id, program_id, spec, extract(year FROM today)::int AS year,
-                  -- The reward dates from the start of the birthday, not from the clock
-                  -- run that found it, so a later run (or a replay) asks the same.
-                  today::timestamp AT TIME ZONE zone AS day_start
-             FROM local
-            WHERE (extract(month FROM birthday), extract(day FROM birthday))
-                  = (extract(month FROM today), extract(day FROM today))
-               OR (extract(month FROM birthday) = 2 AND extract(day FROM birthday) = 29
-                   AND extract(month FROM today) = 2 AND extract(day FROM today) = 28
-                   AND extract(day FROM (date_trunc('year', today)
-                                         + interval '1 month 28 days')) <> 29)""",
-        as_of,
-    )
+# Members whose birthday the clock has passed: this year's birthday (in the member's
+# time zone, else the program's) lies between the day of the program's previous clock
+# run and today, so a birthday that no run fell on (an outage, a deploy) is rewarded on
+# the next run, late but in its year. A clock run for an earlier moment than one before
+# it (an operator's) looks at its own day alone. Birthdays before the member enrolled
+# are not rewarded. The months in the window (with two days' slack for time zones) let
+# the members_birthday index narrow the search.
+_BIRTHDAYS_DUE = """
+WITH local AS (
+    SELECT m.member_id, m.program_id, p.triggers -> 'birthday' AS spec, z.zone, m.birthday,
+           ($1::timestamptz AT TIME ZONE z.zone)::date AS today,
+           (least(c.as_of, $1::timestamptz) AT TIME ZONE z.zone)::date AS since,
+           (m.enrolled_at AT TIME ZONE z.zone)::date AS enrolled
+      FROM programs p
+      LEFT JOIN clock_marks c USING (program_id)
+      CROSS JOIN LATERAL (
+          SELECT array_agg(DISTINCT extract(month FROM d)::int) AS months
+            FROM generate_series(
+                date_trunc('month', least(c.as_of, $1::timestamptz) - interval '2 days'),
+                $1::timestamptz + interval '2 days', interval '1 month') AS d) w
+      JOIN members m ON m.program_id = p.program_id
+                    AND extract(month FROM m.birthday) = ANY(w.months)
+      CROSS JOIN LATERAL (
+          SELECT coalesce(m.time_zone, p.config ->> 'time_zone', 'UTC') AS zone) z
+     WHERE p.triggers ? 'birthday' AND m.birthday IS NOT NULL
+       AND ($2::uuid IS NULL OR p.program_id = $2)),
+dated AS (
+    SELECT *, CASE
+               WHEN (extract(month FROM birthday), extract(day FROM birthday)) = (2, 29)
+                AND extract(day FROM make_date(extract(year FROM today)::int, 3, 1) - 1) <> 29
+               THEN make_date(extract(year FROM today)::int, 2, 28)
+               ELSE make_date(extract(year FROM today)::int, extract(month FROM birthday)::int,
+                              extract(day FROM birthday)::int)
+              END AS day
+      FROM local)
+SELECT member_id, program_id, spec, extract(year FROM day)::int AS year,
+       -- The reward dates from the start of the birthday, not from the clock run that
+       -- found it, so a later run (or a replay) asks the same.
+       day::timestamp AT TIME ZONE zone AS day_start
+  FROM dated
+ WHERE day BETWEEN since AND today AND day >= enrolled
+"""
+
+
+async def birthdays(
+    conn: asyncpg.Connection, as_of: datetime, cause: Cause, program_id: UUID | None = None
+) -> int:
+    """Queue the birthday rewards of members whose birthday the clock has passed at
+    `as_of` (`_BIRTHDAYS_DUE`), of one program or of all. 29 February birthdays count
+    on 28 February in other years. Once per member and year, whatever runs find it."""
+    rows = await conn.fetch(_BIRTHDAYS_DUE, as_of, program_id)
     queued = 0
     for row in rows:
         queued += await reward(
@@ -162,14 +183,20 @@ async def birthdays(conn: asyncpg.Connection, as_of: datetime, cause: Cause) -> 
 
 
 async def points_expiring(
-    conn: asyncpg.Connection, as_of: datetime, cause: Cause, topics: Topics
+    conn: asyncpg.Connection,
+    as_of: datetime,
+    cause: Cause,
+    topics: Topics,
+    program_id: UUID | None = None,
 ) -> int:
-    """PointsExpiring per member and expiry time, `days_before` days ahead, once per lot."""
+    """PointsExpiring per member and expiry time, `days_before` days ahead, once per lot,
+    of one program or of all."""
     rows = await conn.fetch(
         """WITH due AS (
                UPDATE lots l SET warned = true
                  FROM programs p
                 WHERE p.program_id = l.program_id AND p.triggers ? 'points_expiring'
+                  AND ($2::uuid IS NULL OR l.program_id = $2)
                   AND l.remaining > 0 AND NOT l.warned AND l.expires_at > $1
                   AND l.expires_at <= $1 + make_interval(
                       days => (p.triggers -> 'points_expiring' ->> 'days_before')::int)
@@ -177,6 +204,7 @@ async def points_expiring(
            SELECT program_id, member_id, expires_at, sum(remaining)::bigint AS points
              FROM due GROUP BY program_id, member_id, expires_at""",
         as_of,
+        program_id,
     )
     for row in rows:
         await publish_campaign_event(
