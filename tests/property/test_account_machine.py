@@ -3,11 +3,13 @@
 Each run picks a program (return policy, pending period, lifetime, qualification kind,
 rounding), then earns, redeems, adjusts, reverses and moves the clock forward. After
 every step the balances must match the lots, the recorded events must fold back into
-the same account, and the reversal bookkeeping must add up.
+the same account, and the reversal bookkeeping must add up; and the member's history
+(ADR 0018) never shows a negative balance at any time and ends at the current one.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,7 +17,7 @@ from decimal import Decimal
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from ledger.domain.account import EarnBonus, MemberAccount, Purchase
+from ledger.domain.account import Balance, EarnBonus, MemberAccount, Purchase
 from ledger.domain.errors import (
     InsufficientPointsError,
     InvalidRequestError,
@@ -27,6 +29,7 @@ from ledger.domain.events import (
     EarnReversed,
     Event,
     MemberEnrolled,
+    OrderLine,
     PendingPointsActivated,
     PointsAdjusted,
     PointsEarned,
@@ -35,6 +38,7 @@ from ledger.domain.events import (
     QualificationPeriodEnded,
     RedemptionReversed,
 )
+from ledger.domain.history import History, historic_balance
 from ledger.domain.program import (
     ProgramConfig,
     ReturnPolicy,
@@ -60,7 +64,19 @@ STEPS = st.one_of(
     st.integers(0, 400 * 24 * 60),
 ).map(lambda minutes: timedelta(minutes=minutes))
 AMOUNTS = st.decimals(min_value=0, max_value=3000, places=2, allow_nan=False, allow_infinity=False)
-MULTIPLIERS = st.sampled_from([Decimal(1), Decimal(1), Decimal("1.5"), Decimal(2), Decimal(3)])
+MULTIPLIERS = st.sampled_from(
+    [
+        Decimal(1),
+        Decimal(1),
+        Decimal("0.5"),
+        Decimal("0.75"),
+        Decimal("1.5"),
+        Decimal(2),
+        Decimal(3),
+    ]
+)
+# A half-hour offset crosses local midnights and month ends where whole hours do not.
+TIME_ZONES = st.sampled_from(["Europe/Oslo", "UTC", "Asia/Kolkata"])
 
 
 @dataclass
@@ -83,6 +99,9 @@ class AccountMachine(RuleBasedStateMachine):
         self.counter = 0
         self.originals: dict[str, Original] = {}
         self.other_transactions: list[str] = []
+        self.recorded: list[datetime] = []  # when each event was recorded
+        # After each step: its time, the events recorded by then, the balance shown then.
+        self.shown: list[tuple[datetime, int, Balance]] = []
 
     def _id(self, prefix: str) -> str:
         self.counter += 1
@@ -101,6 +120,7 @@ class AccountMachine(RuleBasedStateMachine):
         qualification=st.sampled_from(QualificationKind),
         rounding=st.sampled_from(Rounding),
         enrolled_at=ENROLMENTS,
+        time_zone=TIME_ZONES,
     )
     def enrol(
         self,
@@ -110,11 +130,12 @@ class AccountMachine(RuleBasedStateMachine):
         qualification: QualificationKind,
         rounding: Rounding,
         enrolled_at: datetime,
+        time_zone: str,
     ) -> None:
         self.config = ProgramConfig(
             name="Machine Club",
             default_locale="nb-NO",
-            time_zone="Europe/Oslo",
+            time_zone=time_zone,
             earn_rates={"NOK": Decimal(1)},
             rounding=rounding,
             point_lifetime=lifetime,
@@ -133,16 +154,34 @@ class AccountMachine(RuleBasedStateMachine):
         step=STEPS,
         amount=AMOUNTS,
         multiplier=MULTIPLIERS,
-        late=st.sampled_from([timedelta(0)] * 4 + [timedelta(days=3), timedelta(days=20)]),
+        late=st.one_of(
+            st.sampled_from([timedelta(0)] * 4 + [timedelta(days=3), timedelta(days=20)]),
+            # Anywhere in the last month: before refunds, redemptions and returns.
+            st.integers(0, 30 * 24 * 60).map(lambda minutes: timedelta(minutes=minutes)),
+        ),
+        pet_share=st.sampled_from([Decimal(0), Decimal("0.25"), Decimal("0.5"), Decimal(1)]),
+        pet_multiplier=MULTIPLIERS,
     )
     def earn_purchase(
-        self, step: timedelta, amount: Decimal, multiplier: Decimal, late: timedelta
+        self,
+        step: timedelta,
+        amount: Decimal,
+        multiplier: Decimal,
+        late: timedelta,
+        pet_share: Decimal = Decimal(0),
+        pet_multiplier: Decimal = Decimal(1),
     ) -> None:
         self.now += step
         # An offline till may report late, but never before enrolment.
         occurred_at = max(self.now - late, self.account.enrolled_at)
         tx = self._id("earn")
         debt = self.account.debt
+        # Order lines: a share in the campaign's category, the rest in another.
+        pet = (amount * pet_share).quantize(Decimal("0.01"))
+        lines = (
+            OrderLine("dog-food", 2, pet, "pet"),
+            OrderLine("yarn", 1, amount - pet, "hobby"),
+        )
         event = self.account.earn_purchase(
             Purchase(
                 order_id=f"order-{tx}",
@@ -150,19 +189,23 @@ class AccountMachine(RuleBasedStateMachine):
                 currency="NOK",
                 occurred_at=occurred_at,
                 channel="store",
+                lines=lines,
             ),
             self.config,
             transaction_id=tx,
             lot_id=f"lot-{tx}",
             now=self.now,
-            bonuses=(EarnBonus("tier", "Gold", multiplier),),
+            bonuses=(
+                EarnBonus("tier", "Gold", multiplier),
+                EarnBonus("campaign", "Pets", pet_multiplier, frozenset({"pet"})),
+            ),
         )
         self._check_earned(event, debt)
         rounding = self.config.rounding
         assert event.qualifying_points == rounding.apply(amount)
-        assert event.points == max(
-            0, rounding.apply(amount) + rounding.apply(amount * (multiplier - 1))
-        )
+        # The purchase's exact value, rounded once; the breakdown adds up to it.
+        exact = amount * multiplier + pet * (pet_multiplier - 1)
+        assert event.points == max(0, rounding.apply(exact))
         assert sum(line.points for line in event.breakdown) == event.points
         self.originals[tx] = Original("earn", event.points, amount)
 
@@ -263,6 +306,38 @@ class AccountMachine(RuleBasedStateMachine):
         assert self.account.debt == debt - paid
         self.other_transactions.append(tx)
 
+    # -- debt and late purchases ------------------------------------------------------
+
+    @rule(step=STEPS, amount=st.decimals(min_value=1, max_value=3000, places=2))
+    def refund_spent_purchase(self, step: timedelta, amount: Decimal) -> None:
+        """A purchase whose points are spent and then refunded: debt under that policy."""
+        self.earn_purchase(step, amount, Decimal(1), timedelta(0))
+        earn = max(tx for tx in self.originals if tx.startswith("earn-"))
+        if self.account.available:
+            self.redeem_everything()
+        self._reverse_now(earn)
+
+    @precondition(lambda self: self.account.debt > 0)
+    @rule(amount=AMOUNTS, multiplier=MULTIPLIERS, back=st.integers(1, 10 * 24 * 60))
+    def late_purchase_paying_debt(self, amount: Decimal, multiplier: Decimal, back: int) -> None:
+        """An offline till reports a purchase made before the refund that made the debt."""
+        last_reversal = max(
+            at
+            for event, at in self._stream()
+            if isinstance(event, EarnReversed) and event.debt_recorded
+        )
+        late = self.now - (last_reversal - timedelta(minutes=back))
+        self.earn_purchase(timedelta(0), amount, multiplier, late)
+
+    def _reverse_now(self, original_id: str) -> None:
+        tx = self._id("reversal")
+        event = self.account.reverse(original_id, self.config, transaction_id=tx, now=self.now)
+        original = self.originals[original_id]
+        original.reversals.append(tx)
+        original.reversed_points += event.points
+        original.reversed_amount += getattr(event, "amount", None) or 0
+        self.other_transactions.append(tx)
+
     # -- reversals -----------------------------------------------------------------------
 
     def _started(self) -> list[str]:
@@ -344,7 +419,16 @@ class AccountMachine(RuleBasedStateMachine):
             assert original.kind == "redemption"
             assert event.points == (points if points is not None else left_points)
             assert sum(a.points for a in event.allocations) == event.points
-            assert self.account.available == before[0] + event.points
+            # Points returned to a lot past its expiry expire as they come back, then.
+            expired = self.events[self.events.index(event) + 1 :]
+            assert all(isinstance(e, PointsExpired) and e.expired_at == self.now for e in expired)
+            assert {e.lot_id for e in expired if isinstance(e, PointsExpired)} == {
+                a.lot_id
+                for a in event.allocations
+                if self.account.lots[a.lot_id].expires_at <= self.now
+            }
+            gone = sum(e.points for e in expired if isinstance(e, PointsExpired))
+            assert self.account.available == before[0] + event.points - gone
             # Points go back only to the lots they came from, never more than was taken.
             for allocation in event.allocations:
                 assert allocation.points > 0
@@ -553,6 +637,44 @@ class AccountMachine(RuleBasedStateMachine):
         assert folded.periods_closed_until == live.periods_closed_until
         assert folded.lots == live.lots
         assert folded.transactions == live.transactions
+
+    # -- history (ADR 0018) --------------------------------------------------------------
+
+    def _stream(self) -> list[tuple[Event, datetime]]:
+        """The events with the times they were recorded: a step records at its own now."""
+        self.recorded += [self.now] * (len(self.events) - len(self.recorded))
+        return list(zip(self.events, self.recorded, strict=True))
+
+    @invariant()
+    def history_is_never_negative_and_ends_at_the_balance(self) -> None:
+        stream = self._stream()
+        history = History()
+        for event, recorded_at in stream:
+            history.record(event, recorded_at)
+        times = sorted(set(history.effective_times()))
+        for at in times:
+            balance = history.balance(at, self.config)
+            assert balance.available >= 0, at
+            assert balance.pending >= 0, at
+            assert balance.debt >= 0, at
+            assert balance.lifetime_earned >= 0, at
+            assert balance.qualifying_points >= 0, at
+            assert all(points > 0 for _, points in balance.expiring)
+        # An effect never precedes the member's enrolment, nor lies beyond what was known.
+        assert all(self.account.enrolled_at <= at <= self.now for at in times)
+        end = max([self.now, *times])
+        past = historic_balance(stream, end, self.config)
+        assert past == copy.deepcopy(self.account).balance(end, self.config)
+
+    @invariant()
+    def history_known_then_is_what_the_account_showed(self) -> None:
+        """A past balance read with ``known_at`` = a step's time is the balance the account
+        showed at that step (books once closed stay reproducible)."""
+        stream = self._stream()
+        shown = copy.deepcopy(self.account).balance(self.now, self.config)
+        self.shown.append((self.now, len(stream), shown))
+        for at, known, balance in self.shown:
+            assert historic_balance(stream[:known], at, self.config) == balance, at
 
 
 AccountMachine.TestCase.settings = settings(

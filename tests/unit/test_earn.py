@@ -11,6 +11,7 @@ from ledger.domain.benefits import BonusCampaign, earn_bonuses
 from ledger.domain.errors import (
     InsufficientPointsError,
     InvalidRequestError,
+    LinesExceedPurchaseError,
     UnsupportedCurrencyError,
 )
 from ledger.domain.events import (
@@ -71,28 +72,70 @@ def test_breakdown_explains_the_base_points() -> None:
 def test_multiplier_adds_a_breakdown_line_and_does_not_qualify() -> None:
     account = enrol()
     event = earn(account, config(), "99.50", AT, "t1", multiplier=Decimal(2))
-    assert event.points == 198
+    # 99.50 x 2 = 199.00 exactly: rounded once, not 99 + 99.
+    assert event.points == 199
     assert event.qualifying_points == 99
     assert [(line.rule, line.points) for line in event.breakdown] == [
         ("base", 99),
-        ("tier", 99),
+        ("tier", 100),
     ]
     assert event.breakdown[1].detail == "Gold x 2"
-    assert account.available == 198
+    assert account.available == 199
     assert account.qualifying == {"2024-03": 99}
 
 
-def test_each_bonus_rounds_its_share_of_the_unrounded_base() -> None:
+def test_a_purchase_is_rounded_once_and_its_lines_add_up_to_its_points() -> None:
     account = enrol()
     event = earn(
         account, config(rounding=Rounding.NEAREST), "99.50", AT, "t1", multiplier=Decimal("1.5")
     )
-    # base 99.50 -> 100; bonus 99.50 x 0.5 = 49.75 -> 50
-    assert event.points == 150
+    # base 99.50 -> 100; 99.50 x 1.5 = 149.25 -> 149, so the tier line is 49 (not 50).
+    assert event.points == 149
     assert [(line.rule, line.points) for line in event.breakdown] == [
         ("base", 100),
-        ("tier", 50),
+        ("tier", 49),
     ]
+
+
+@pytest.mark.parametrize(
+    ("rounding", "points", "tier_line"),
+    [(Rounding.DOWN, 5, -5), (Rounding.NEAREST, 5, -6), (Rounding.UP, 6, -5)],
+)
+def test_a_multiplier_below_1_rounds_the_purchase_by_the_programs_rule(
+    rounding: Rounding, points: int, tier_line: int
+) -> None:
+    account = enrol()
+    event = earn(account, config(rounding=rounding), "10.50", AT, "t1", multiplier=Decimal("0.5"))
+    # 10.50 x 0.5 = 5.25: the negative extra is not floored away from zero on its own.
+    assert (event.points, event.qualifying_points) == (points, rounding.apply(Decimal("10.50")))
+    assert [line.points for line in event.breakdown[1:]] == [tier_line]
+    assert sum(line.points for line in event.breakdown) == event.points
+
+
+def test_stacked_bonuses_round_the_running_total_and_each_line_is_its_step() -> None:
+    account = enrol()
+    lines = (OrderLine("chew", 3, Decimal("33.33"), "pet"),)
+    event = account.earn_purchase(
+        purchase("100.99", AT, lines=lines),
+        config(),
+        transaction_id="t1",
+        lot_id="l1",
+        now=AT,
+        bonuses=(
+            EarnBonus("tier", "Silver", Decimal("1.25")),
+            EarnBonus("campaign", "Pet days", Decimal(2), frozenset({"pet"})),
+            EarnBonus("campaign", "Slow Monday", Decimal("0.9")),
+        ),
+    )
+    # exact: 100.99 -> + 25.2475 = 126.2375 -> + 33.33 = 159.5675 -> - 10.099 = 149.4685
+    assert [(line.rule, line.points) for line in event.breakdown] == [
+        ("base", 100),
+        ("tier", 26),
+        ("campaign", 33),
+        ("campaign", -10),
+    ]
+    assert event.points == 149 == sum(line.points for line in event.breakdown)
+    assert event.qualifying_points == 100
 
 
 def test_campaign_bonuses_stack_and_may_be_limited_to_categories() -> None:
@@ -118,6 +161,44 @@ def test_campaign_bonuses_stack_and_may_be_limited_to_categories() -> None:
         ("campaign", 1200, "Dog food week x 3"),
     ]
     assert (event.points, event.qualifying_points) == (2450, 1000)
+
+
+def test_order_lines_adding_up_to_more_than_the_purchase_are_refused() -> None:
+    account = enrol()
+    # A line's amount is the line total: 2 x 300 is 300, not 600, and 300 + 700 > 999.
+    lines = (
+        OrderLine("dog-food-12kg", 2, Decimal("300"), "pet"),
+        OrderLine("cat-tree", 1, Decimal("700"), "pet"),
+    )
+    with pytest.raises(LinesExceedPurchaseError) as caught:
+        account.earn_purchase(
+            purchase("999.99", AT, lines=lines),
+            config(),
+            transaction_id="t1",
+            lot_id="l1",
+            now=AT,
+            bonuses=(EarnBonus("campaign", "Pet week", Decimal(2), frozenset({"pet"})),),
+        )
+    assert (caught.value.code, caught.value.status) == ("lines_exceed_purchase", 422)
+    assert caught.value.extra == {"field": "lines", "lines_amount": "1000", "amount": "999.99"}
+    assert len(account.new_events) == 1  # only the enrolment
+
+
+def test_lines_up_to_the_purchase_earn_their_category_bonus_once_whatever_the_quantity() -> None:
+    account = enrol()
+    lines = (OrderLine("dog-food-12kg", 4, Decimal("100"), "pet"),)
+    event = account.earn_purchase(
+        purchase("100", AT, lines=lines),
+        config(),
+        transaction_id="t1",
+        lot_id="l1",
+        now=AT,
+        bonuses=(EarnBonus("campaign", "Pet week", Decimal(2), frozenset({"pet"})),),
+    )
+    assert [(line.rule, line.points) for line in event.breakdown] == [
+        ("base", 100),
+        ("campaign", 100),
+    ]
 
 
 def test_earn_bonuses_pick_the_tier_and_the_matching_campaigns() -> None:
@@ -222,6 +303,18 @@ def test_a_late_earn_past_its_pending_period_is_available_at_once() -> None:
     event = earn(account, config(pending_days=14), "100", AT, "t1", now=AT + timedelta(days=14))
     assert event.available_at is None
     assert (account.available, account.pending) == (100, 0)
+
+
+def test_a_purchase_slightly_ahead_of_the_server_clock_counts_as_now() -> None:
+    account, cfg = _account_in_debt()
+    now = AT + timedelta(days=3)
+    # The till's clock runs 4 minutes ahead; the API accepts up to 5.
+    event = earn(account, cfg, "150", now + timedelta(minutes=4), "t2", now=now)
+    assert event.available_at is None
+    assert event.earned_at == now
+    assert event.debt_paid == 100
+    assert (account.available, account.pending, account.debt) == (50, 0, 0)
+    assert account.lots["lot-t2"].remaining == 50
 
 
 def _account_in_debt(pending_days: int = 0) -> tuple[MemberAccount, ProgramConfig]:

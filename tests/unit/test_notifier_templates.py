@@ -59,12 +59,38 @@ def snapshot_text(rendered: Rendered) -> str:
 # --- Default templates and snapshots -------------------------------------------------
 
 
+# Emails greet by first name where the member gave one (SMS greet no one).
+NAMED_CASES = [(event_type, locale) for event_type in EVENT_KINDS for locale in LOCALES]
+GREETINGS = {"nb": "Hei, Kari!", "sv": "Hej Kari!", "da": "Hej Kari!", "en": "Hi Kari!"}
+
+
 @pytest.mark.parametrize(("event_type", "locale", "channel"), CASES)
 def test_default_template_matches_snapshot(event_type: str, locale: str, channel: str) -> None:
     rendered = render(event_type, channel, locale, SAMPLE_VARIABLES[event_type])
     assert rendered.locale == locale
+    check_snapshot(rendered, SNAPSHOTS / f"{event_type}.{locale}.{channel}.txt")
+
+
+@pytest.mark.parametrize(("event_type", "locale"), NAMED_CASES)
+def test_email_greets_by_first_name(event_type: str, locale: str) -> None:
+    rendered = render(event_type, "email", locale, sample(event_type, first_name="Kari"))
+    assert rendered.text.startswith(GREETINGS[locale] + "\n")
+    assert f"<p>{GREETINGS[locale]}</p>" in (rendered.html or "")
+    check_snapshot(rendered, SNAPSHOTS / f"{event_type}.{locale}.email.first_name.txt")
+    anonymous = render(event_type, "sms", locale, sample(event_type))
+    assert render(event_type, "sms", locale, sample(event_type, first_name="Kari")) == anonymous
+
+
+def test_a_first_name_is_escaped_in_html_and_blank_greets_no_one() -> None:
+    rendered = render("PointsExpiring", "email", "en", sample("PointsExpiring", first_name="<b>"))
+    assert "<p>Hi &lt;b&gt;!</p>" in (rendered.html or "")
+    assert rendered.text.startswith("Hi <b>!")
+    blank = render("PointsExpiring", "email", "en", sample("PointsExpiring", first_name=""))
+    assert blank == render("PointsExpiring", "email", "en", sample("PointsExpiring"))
+
+
+def check_snapshot(rendered: Rendered, path: Path) -> None:
     actual = snapshot_text(rendered)
-    path = SNAPSHOTS / f"{event_type}.{locale}.{channel}.txt"
     if os.environ.get("UPDATE_SNAPSHOTS") == "1":
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(actual, encoding="utf-8")
@@ -85,6 +111,7 @@ def test_default_template_matches_snapshot(event_type: str, locale: str, channel
 
 def test_every_snapshot_file_belongs_to_a_case() -> None:
     expected = {f"{event}.{locale}.{channel}.txt" for event, locale, channel in CASES}
+    expected |= {f"{event}.{locale}.email.first_name.txt" for event, locale in NAMED_CASES}
     assert {path.name for path in SNAPSHOTS.iterdir()} == expected
 
 

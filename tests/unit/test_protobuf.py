@@ -66,6 +66,8 @@ SAMPLES: list[Event] = [
         time_zone="Europe/Oslo",
         consents={"email_marketing": True, "sms_marketing": False},
         referred_by="7a1e9c3d-2b5f-4d8e-a6c0-9f3b1d7e5a24",
+        first_name="Kari",
+        last_name="Nordmann",
     ),
     ev.MemberEnrolled(
         member_id=MEMBER_ID, external_id="crm-88413", enrolled_at=at(2024, 1, 10, 12)
@@ -206,6 +208,17 @@ SAMPLES: list[Event] = [
     ev.CouponRedeemed(
         coupon_id="6c1d55a5-4d4a-4c9a-8e1c-3a7a1f8f3b22", redeemed_at=at(2024, 3, 16, 10)
     ),
+    ev.MemberProfileChanged(
+        changed_at=at(2024, 3, 16, 11, micro=5),
+        email="kari.n@example.no",
+        phone="+4798765432",
+        first_name="Kari",
+        last_name="Nordmann",
+        locale="sv-SE",
+        time_zone="Europe/Stockholm",
+        birthday=date(1991, 2, 3),
+    ),
+    ev.MemberProfileChanged(changed_at=at(2024, 3, 16, 12), cleared=("phone", "birthday")),
     ev.ConsentsChanged(
         consents={"email": False, "sms": True},
         changed_at=at(2024, 3, 17, 8),
@@ -252,8 +265,10 @@ def to_data(message: Message) -> dict[str, Any]:
         value = getattr(message, field.name)
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             out[field.name] = dict(value)
-        elif field.is_repeated:
+        elif field.is_repeated and field.message_type is not None:
             out[field.name] = [to_data(item) for item in value]
+        elif field.is_repeated:
+            out[field.name] = list(value)
         elif field.message_type is Timestamp.DESCRIPTOR:
             out[field.name] = instant(value) if message.HasField(field.name) else None
         elif field.has_presence:

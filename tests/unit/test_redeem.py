@@ -150,13 +150,15 @@ def test_returned_points_keep_their_original_expiry() -> None:
     # Lot A expires while empty: nothing to expire.
     clock = account.advance_to(utc(2026, 3, 5), cfg)
     assert not [e for e in clock if isinstance(e, PointsExpired)]
+    start = len(account.new_events)
     account.reverse("r1", cfg, transaction_id="x1", now=utc(2026, 3, 5))
-    assert account.available == 200
-
-    # The returned points are already past their expiry; the next clock run removes them.
-    expired = [e for e in account.advance_to(utc(2026, 3, 6), cfg) if isinstance(e, PointsExpired)]
-    assert expired == [PointsExpired(lot_id="lot-A", points=100, expired_at=expiry_a)]
+    # The points returned to lot A are past its expiry: they expire as they come back,
+    # at the reversal, never backdated to the lot's own expiry (ADR 0018).
+    returned = account.new_events[start:]
+    assert returned[1:] == [PointsExpired(lot_id="lot-A", points=100, expired_at=utc(2026, 3, 5))]
     assert account.available == 100
+    assert account.lots["lot-A"].expires_at == expiry_a
+    assert account.advance_to(utc(2026, 3, 6), cfg) == []
 
 
 def test_only_earns_and_redemptions_are_reversible() -> None:

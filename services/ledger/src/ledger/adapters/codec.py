@@ -37,6 +37,8 @@ def _dt(value: Any) -> datetime | None:
 
 def profile_of(account: MemberAccount) -> dict[str, Any]:
     return {
+        "first_name": account.first_name,
+        "last_name": account.last_name,
         "email": account.email,
         "phone": account.phone,
         "birthday": account.birthday.isoformat() if account.birthday else None,
@@ -245,6 +247,8 @@ def account_from_row(row: Any) -> MemberAccount:
         time_zone=profile.get("time_zone"),
         consents=profile.get("consents") or {},
         referred_by=profile.get("referred_by"),
+        first_name=profile.get("first_name"),
+        last_name=profile.get("last_name"),
         version=row["version"],
         available=row["available"],
         pending=row["pending"],

@@ -2,7 +2,9 @@
 
 `loyalty follow` runs this handler in the consumer base (``loyalty_common.consumer``):
 each event is applied once, in the transaction that records its id. Tier events for a
-member arrive in order (they are keyed by member), so the last TierChanged wins.
+member arrive in order (they are keyed by member): ``member_tiers`` keeps the last
+TierChanged, ``member_tier_history`` every tier with the time it took effect, which
+earns look up by the purchase's time.
 """
 
 from __future__ import annotations
@@ -20,17 +22,33 @@ def _time(value: Timestamp) -> datetime:
     return value.ToDatetime(tzinfo=UTC)
 
 
+# A TierChanged holds from its occurred_at (when the rules service says the tier took
+# effect) until the member's next one. A later announcement dated earlier than rows
+# already kept (a late purchase or reversal re-evaluated the tier) is the rules
+# service's newer word from its time on, so it replaces the rows after it.
+_TIER_CHANGED = """
+WITH superseded AS (
+    DELETE FROM member_tier_history WHERE member_id = $1 AND effective_from > $5
+), current_tier AS (
+    INSERT INTO member_tiers (member_id, program_id, tier, valid_until, changed_at, event_id)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (member_id) DO UPDATE SET tier = $3, valid_until = $4,
+           changed_at = $5, event_id = $6
+)
+INSERT INTO member_tier_history (member_id, effective_from, program_id, tier, valid_until,
+                                 event_id)
+VALUES ($1, $5, $2, $3, $4, $6)
+ON CONFLICT (member_id, effective_from) DO UPDATE SET tier = $3, valid_until = $4,
+       event_id = $6"""
+
+
 async def _tier_event(conn: asyncpg.Connection, data: bytes) -> None:
     event = tiers_pb2.TierEvent.FromString(data)
     if event.WhichOneof("payload") != "tier_changed":
         return
     changed = event.tier_changed
     await conn.execute(
-        """INSERT INTO member_tiers (member_id, program_id, tier, valid_until, changed_at,
-                                     event_id)
-           VALUES ($1, $2, $3, $4, $5, $6)
-           ON CONFLICT (member_id) DO UPDATE SET tier = $3, valid_until = $4,
-                  changed_at = $5, event_id = $6""",
+        _TIER_CHANGED,
         UUID(event.member_id),
         UUID(event.program_id),
         changed.to_tier,

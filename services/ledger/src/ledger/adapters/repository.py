@@ -110,9 +110,11 @@ _PARTS = {
       WHERE c.program_id = :program_id AND c.code = :coupon_code
         AND c.member_id = m.member_id) AS coupon""",
     # What the rules service told the ledger (loyalty follow): the member's tier and the
-    # bonus campaigns running at the purchase's time.
+    # bonus campaigns at the purchase's time (a late purchase earns as it would have then).
     "purchase_at": """
-    (SELECT t.tier FROM member_tiers t WHERE t.member_id = m.member_id) AS tier,
+    (SELECT t.tier FROM member_tier_history t
+      WHERE t.member_id = m.member_id AND t.effective_from <= :purchase_at
+      ORDER BY t.effective_from DESC LIMIT 1) AS tier,
     (SELECT json_agg(b ORDER BY b.starts_at, b.campaign_id) FROM bonus_campaigns b
       WHERE b.program_id = :program_id AND b.starts_at <= :purchase_at
         AND :purchase_at < b.ends_at AND b.cancelled_at IS NULL) AS campaigns""",
@@ -525,28 +527,32 @@ async def member_events(
     *,
     after_version: int = 0,
     limit: int | None = None,
-    until: datetime | None = None,
+    known_at: datetime | None = None,
 ) -> list[asyncpg.Record]:
+    """A member's events in stream order; with ``known_at``, those the ledger had recorded
+    by then: the stream up to its first event recorded later, so that what is read is
+    always a whole prefix of the stream (a later version never without an earlier one)."""
     return list(
         await conn.fetch(
             """SELECT position, event_id, stream_id, version, type, data, occurred_at, recorded_at,
                   actor, reason, correlation_id, causation_id
              FROM events
             WHERE stream_id = $1 AND version > $2
-              AND ($4::timestamptz IS NULL OR version = 1
-                   OR least(occurred_at, recorded_at) <= $4)
+              AND ($4::timestamptz IS NULL OR version < coalesce(
+                    (SELECT min(version) FROM events
+                      WHERE stream_id = $1 AND recorded_at > $4), 2147483647))
             ORDER BY version LIMIT $3""",
             str(member_id),
             after_version,
             limit,
-            until,
+            known_at,
         )
     )
 
 
-def fold(records: list[asyncpg.Record]) -> MemberAccount:
-    events: list[Event] = [decode_event(r["type"], r["data"]) for r in records]
-    return MemberAccount.from_events(events)
+def decode_stream(records: list[asyncpg.Record]) -> list[tuple[Event, datetime]]:
+    """Events with the times the ledger recorded them."""
+    return [(decode_event(r["type"], r["data"]), r["recorded_at"]) for r in records]
 
 
 async def refresh_next_period_end(
@@ -557,3 +563,41 @@ async def refresh_next_period_end(
     await conn.execute(
         "UPDATE members SET next_period_end = $2 WHERE member_id = $1", member_id, next_period_end
     )
+
+
+# Members by a key a checkout knows them by, each way by an index (migration 0010 adds
+# the email and phone ones): the profile's email is matched lower-cased, as indexed.
+_FIND_BY = {
+    "external_id": "m.external_id = $2",
+    "card_token": "m.member_id IN (SELECT c.member_id FROM cards c"
+    " WHERE c.program_id = $1 AND c.card_token = $2)",
+    "email": "lower(m.profile ->> 'email') = lower($2)",
+    "phone": "m.profile ->> 'phone' = $2",
+}
+FIND_LIMIT = 100
+
+
+def find_members_sql(key: str) -> str:
+    """The look-up of a program's members by ``key`` (one of ``_FIND_BY``): $1 the
+    program, $2 the value; oldest enrolment first, with their cards."""
+    return f"""
+SELECT m.member_id, m.external_id, m.version, m.enrolled_at, m.profile, m.available,
+       m.pending, m.debt, m.lifetime_earned, m.qualifying, m.periods_closed_until,
+       (SELECT coalesce(array_agg(c.card_token ORDER BY c.card_token), '{{}}') FROM cards c
+         WHERE c.member_id = m.member_id) AS cards
+  FROM members m
+ WHERE m.program_id = $1 AND {_FIND_BY[key]}
+ ORDER BY m.enrolled_at, m.member_id
+ LIMIT {FIND_LIMIT}"""
+
+
+async def find_members(
+    conn: asyncpg.Connection, program_id: UUID, key: str, value: str
+) -> list[MemberAccount]:
+    """The program's members whose ``key`` is ``value``, each with its cards."""
+    accounts = []
+    for row in await conn.fetch(find_members_sql(key), program_id, value):
+        account = account_from_row(row)
+        account.cards = set(row["cards"])
+        accounts.append(account)
+    return accounts

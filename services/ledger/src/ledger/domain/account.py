@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -28,11 +29,13 @@ from ledger.domain.errors import (
     CouponNotValidError,
     InsufficientPointsError,
     InvalidRequestError,
+    LinesExceedPurchaseError,
     NotReversibleError,
     ReversalExceedsOriginalError,
     UnsupportedCurrencyError,
 )
 from ledger.domain.events import (
+    PROFILE_FIELDS,
     Allocation,
     BreakdownLine,
     CardLinked,
@@ -43,6 +46,7 @@ from ledger.domain.events import (
     EarnReversed,
     Event,
     MemberEnrolled,
+    MemberProfileChanged,
     OrderLine,
     PendingPointsActivated,
     PointsAdjusted,
@@ -122,6 +126,10 @@ class EarnBonus:
 
 @dataclass(frozen=True)
 class Purchase:
+    """A purchase and its order lines. A line's ``amount`` is the line total (all its
+    units, after the line's discounts), so ``quantity`` does not scale it; the lines
+    may leave part of the purchase out, never add up to more."""
+
     order_id: str
     amount: Decimal
     currency: str
@@ -130,6 +138,47 @@ class Purchase:
     store_id: str | None = None
     partner_id: str | None = None
     lines: tuple[OrderLine, ...] = ()
+
+    def lines_amount(self, categories: frozenset[str] | None = None) -> Decimal:
+        """The lines' total, of the lines in ``categories`` when given."""
+        return sum(
+            (
+                line.amount
+                for line in self.lines
+                if categories is None or line.category in categories
+            ),
+            Decimal(0),
+        )
+
+
+def _with_bonuses(
+    purchase: Purchase,
+    rate: Decimal,
+    base: int,
+    config: ProgramConfig,
+    bonuses: tuple[EarnBonus, ...],
+) -> tuple[int, list[BreakdownLine]]:
+    """A purchase's points with its bonuses, and a breakdown line per bonus that changes
+    them.
+
+    The points are the exact value (the unrounded base plus every exact extra) rounded
+    once. A bonus's line is how far its extra moves the rounded running total, so the
+    lines add up to the points, and a negative extra (a multiplier below 1) is never
+    rounded away from zero on its own.
+    """
+    raw = purchase.amount * rate
+    exact, points, lines = raw, base, []
+    for bonus in bonuses:
+        share = raw
+        if bonus.categories:
+            share = rate * purchase.lines_amount(bonus.categories)
+        exact += share * (bonus.multiplier - 1)
+        running = max(config.rounding.apply(exact), 0)
+        if running != points:
+            detail = f"{bonus.name} x {bonus.multiplier}"
+            lines.append(BreakdownLine(bonus.rule, running - points, detail))
+        points = running
+    return points, lines
 
 
 @dataclass(frozen=True)
@@ -156,6 +205,8 @@ class MemberAccount:
     time_zone: str | None = None
     consents: dict[str, bool] = field(default_factory=dict)
     referred_by: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
     version: int = 0
     available: int = 0
     pending: int = 0
@@ -221,6 +272,23 @@ class MemberAccount:
         self._record(event)
         return event
 
+    def change_profile(
+        self, changes: Mapping[str, Any], *, now: datetime
+    ) -> MemberProfileChanged | None:
+        """Record the profile fields (``PROFILE_FIELDS``) whose value changes, None
+        meaning "remove it"; None if nothing changes."""
+        assert set(changes) <= set(PROFILE_FIELDS), sorted(set(changes) - set(PROFILE_FIELDS))
+        changed = {k: v for k, v in changes.items() if getattr(self, k) != v}
+        if not changed:
+            return None
+        event = MemberProfileChanged(
+            changed_at=now,
+            cleared=tuple(k for k in PROFILE_FIELDS if k in changed and changed[k] is None),
+            **{k: v for k, v in changed.items() if v is not None},
+        )
+        self._record(event)
+        return event
+
     def earn_purchase(
         self,
         purchase: Purchase,
@@ -241,6 +309,17 @@ class MemberAccount:
                 field="currency",
                 supported=sorted(config.earn_rates),
             )
+        # A category bonus multiplies the lines' amounts: lines beyond the purchase
+        # would earn on money that was never paid.
+        lines_amount = purchase.lines_amount()
+        if lines_amount > purchase.amount:
+            raise LinesExceedPurchaseError(
+                f"the order lines add up to {lines_amount} {purchase.currency}, more than "
+                f"the purchase's {purchase.amount}",
+                field="lines",
+                lines_amount=str(lines_amount),
+                amount=str(purchase.amount),
+            )
         raw = purchase.amount * rate
         base = config.rounding.apply(raw)
         breakdown = [
@@ -251,21 +330,8 @@ class MemberAccount:
                 f"rounded {config.rounding.value}",
             )
         ]
-        points = base
-        for bonus in bonuses:
-            share = raw
-            if bonus.categories:
-                share = rate * sum(
-                    (line.amount for line in purchase.lines if line.category in bonus.categories),
-                    Decimal(0),
-                )
-            extra = config.rounding.apply(share * (bonus.multiplier - 1))
-            if extra:
-                breakdown.append(
-                    BreakdownLine(bonus.rule, extra, f"{bonus.name} x {bonus.multiplier}")
-                )
-                points += extra
-        points = max(points, 0)
+        points, extras = _with_bonuses(purchase, rate, base, config, bonuses)
+        breakdown.extend(extras)
         return self._earn(
             kind="purchase",
             points=points,
@@ -325,6 +391,9 @@ class MemberAccount:
         now: datetime,
         **details: Any,
     ) -> PointsEarned:
+        # Tills' clocks run a little ahead of ours (the API takes up to 5 minutes):
+        # such a time is now, or the points would wait for the next clock run.
+        earned_at = min(earned_at, now)
         available_at: datetime | None = earned_at + timedelta(days=config.pending_days)
         if available_at is not None and available_at <= now:
             available_at = None
@@ -616,6 +685,16 @@ class MemberAccount:
             reversed_at=now,
         )
         self._record(event)
+        # Points returned to a lot past its expiry expire as they come back: at the
+        # reversal, never at the lot's own (earlier) expiry, which would precede the
+        # return it removes (ADR 0018).
+        for allocation in back:
+            if self.lots[allocation.lot_id].expires_at <= now:
+                self._record(
+                    PointsExpired(
+                        lot_id=allocation.lot_id, points=allocation.points, expired_at=now
+                    )
+                )
         return event
 
     def advance_to(self, as_of: datetime, config: ProgramConfig) -> list[Event]:
@@ -703,12 +782,19 @@ class MemberAccount:
                 self.locale, self.time_zone = event.locale, event.time_zone
                 self.consents = dict(event.consents)
                 self.referred_by = event.referred_by
+                self.first_name, self.last_name = event.first_name, event.last_name
             case CardLinked():
                 self.cards.add(event.card_token)
             case CardUnlinked():
                 self.cards.discard(event.card_token)
             case ConsentsChanged():
                 self.consents = {**self.consents, **event.consents}
+            case MemberProfileChanged():
+                for name in PROFILE_FIELDS:
+                    if (value := getattr(event, name)) is not None:
+                        setattr(self, name, value)
+                for name in event.cleared:
+                    setattr(self, name, None)
             case PointsEarned():
                 pending = event.available_at is not None
                 lot = Lot(

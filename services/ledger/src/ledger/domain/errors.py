@@ -37,6 +37,10 @@ class InvalidRequestError(LedgerError):
     status = 422
 
 
+class LinesExceedPurchaseError(InvalidRequestError):
+    code = "lines_exceed_purchase"
+
+
 class CardAlreadyLinkedError(LedgerError):
     code = "card_linked_to_other_member"
 

@@ -53,6 +53,8 @@ class MemberEnrolled(Event):
     time_zone: str | None = None
     consents: dict[str, bool] = field(default_factory=dict)
     referred_by: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,27 @@ class ConsentsChanged(Event):
     source: str | None = None
 
 
+# The profile fields a member (or the merchant for them) may change after enrolment.
+PROFILE_FIELDS = ("email", "phone", "first_name", "last_name", "locale", "time_zone", "birthday")
+
+
+@dataclass(frozen=True)
+class MemberProfileChanged(Event):
+    """Profile fields that changed. A field that is set holds its new value; ``cleared``
+    names the fields that no longer have one; a field neither set nor cleared did not
+    change (None alone cannot say "unchanged" and "removed" apart)."""
+
+    changed_at: datetime
+    email: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    locale: str | None = None
+    time_zone: str | None = None
+    birthday: date | None = None
+    cleared: tuple[str, ...] = ()
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -219,6 +242,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CouponIssued,
         CouponRedeemed,
         ConsentsChanged,
+        MemberProfileChanged,
     )
 }
 

@@ -53,6 +53,7 @@ from ledger.domain.account import Purchase
 from ledger.domain.errors import LedgerError
 from ledger.domain.events import OrderLine
 from ledger.entrypoints.schemas import (
+    LOOKUP_KEYS,
     AdjustRequest,
     CardRequest,
     ConsentsRequest,
@@ -60,6 +61,7 @@ from ledger.entrypoints.schemas import (
     CouponRequest,
     EarnRequest,
     EnrolRequest,
+    ProfileRequest,
     ReadHeaders,
     RedeemRequest,
     ReverseRequest,
@@ -560,6 +562,30 @@ def _purchase(body: EarnRequest) -> Purchase:
     )
 
 
+def _lookup(request: Request) -> tuple[str, str]:
+    """The one look-up key of ``GET /v1/members`` and its value, validated and
+    normalised as on input (a phone to E.164)."""
+    query = request.query_params
+    unknown = [name for name in query if name not in LOOKUP_KEYS]
+    given = [(name, value) for name in LOOKUP_KEYS for value in query.getlist(name)]
+    if unknown or len(given) != 1:
+        names = ", ".join(LOOKUP_KEYS)
+        problems = [("extra_forbidden", name, "unknown query parameter") for name in unknown]
+        if len(given) != 1:
+            wrong = [name for name, _ in given] or list(LOOKUP_KEYS)
+            problems += [("one_required", name, f"give exactly one of {names}") for name in wrong]
+        raise RequestValidationError(
+            [{"type": kind, "loc": ("query", name), "msg": msg} for kind, name, msg in problems]
+        )
+    ((key, value),) = given
+    try:
+        return key, LOOKUP_KEYS[key].validate_python(value)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("query", key)} for error in exc.errors()]
+        ) from None
+
+
 PointsWriter = Annotated[Caller, Depends(writer("points:write"))]
 MembersWriter = Annotated[Caller, Depends(writer("members:write"))]
 OpsWriter = Annotated[Caller, Depends(writer("ops"))]
@@ -573,6 +599,9 @@ VersionCursor = Annotated[
     int, Query(ge=0, le=2**31 - 1, description="a previous page's next_cursor")
 ]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+LookupValue = Annotated[
+    str | None, Query(description="exactly one of external_id, card_token, email, phone")
+]
 
 
 # -- routes -----------------------------------------------------------------------------
@@ -636,9 +665,14 @@ def _routes(app: FastAPI) -> None:
 
     @checkout_route(app, "GET", "/v1/members/{member_id}/balance", tags=["points"])
     async def balance(
-        member_id: UUID, caller: PointsReader, as_of: AwareDatetime | None = None
+        member_id: UUID,
+        caller: PointsReader,
+        as_of: AwareDatetime | None = None,
+        known_at: AwareDatetime | None = None,
     ) -> JSONResponse:
-        return JSONResponse(await caller.ledger.balance(caller.program_id, member_id, as_of))
+        return JSONResponse(
+            await caller.ledger.balance(caller.program_id, member_id, as_of, known_at)
+        )
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -712,9 +746,33 @@ def _routes(app: FastAPI) -> None:
             )
         )
 
+    @app.get("/v1/members", tags=["members"])
+    async def find_members(
+        request: Request,
+        caller: PointsReader,
+        external_id: LookupValue = None,
+        card_token: LookupValue = None,
+        email: LookupValue = None,
+        phone: LookupValue = None,
+    ) -> JSONResponse:
+        """The key's program's members with the given external id, card token, email
+        (case-insensitive) or phone: exactly one of them."""
+        key, value = _lookup(request)
+        return JSONResponse(await caller.ledger.find_members(caller.program_id, key, value))
+
     @app.get("/v1/members/{member_id}", tags=["members"])
     async def get_member(member_id: UUID, caller: PointsReader) -> JSONResponse:
         return JSONResponse(await caller.ledger.member(caller.program_id, member_id))
+
+    @app.patch("/v1/members/{member_id}", tags=["members"])
+    async def change_profile(
+        member_id: UUID, body: ProfileRequest, caller: MembersWriter
+    ) -> JSONResponse:
+        """A JSON merge patch of the profile: fields left out keep their values, fields
+        set to null lose them."""
+        return _respond(
+            await caller.ledger.change_profile(caller.context(), member_id, body.changes())
+        )
 
     @app.post("/v1/members/{member_id}/consents", tags=["members"])
     async def change_consents(

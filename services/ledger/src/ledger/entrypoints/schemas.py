@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    TypeAdapter,
     model_validator,
 )
 
@@ -56,6 +57,39 @@ def _zone(value: str) -> str:
     return value
 
 
+_PHONE_SEPARATORS = re.compile(r"[\s\-.()]")
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _phone(value: str) -> str:
+    """E.164 from the forms people type: separators dropped, "00" taken for "+", and a
+    leading space taken for the "+" that an unencoded query string decodes to one."""
+    number = _PHONE_SEPARATORS.sub("", value)
+    if value.startswith(" ") and number.isdigit():
+        number = "+" + number
+    elif number.startswith("00"):
+        number = "+" + number[2:]
+    if not _E164.match(number):
+        raise ValueError("must be a phone number in E.164 form, such as +4791234567")
+    return number
+
+
+def _name(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _birthday(value: date) -> date:
+    if not date(1900, 1, 1) <= value <= date.today():
+        raise ValueError("birthday must lie between 1900 and today")
+    return value
+
+
 Money = Annotated[str, Field(max_length=20, examples=["499.90"]), AfterValidator(_money)]
 Amount = Annotated[Money, AfterValidator(_positive)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["NOK"])]
@@ -64,6 +98,12 @@ Identifier = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[\x21
 Points = Annotated[int, Field(ge=1, le=MAX_POINTS)]
 Text = Annotated[str, Field(min_length=1, max_length=500)]
 Email = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Phone = Annotated[str, Field(max_length=40, examples=["+4791234567"]), AfterValidator(_phone)]
+PersonName = Annotated[str, Field(max_length=100, examples=["Kari"]), AfterValidator(_name)]
+Locale = Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")]
+TimeZone = Annotated[str, AfterValidator(_zone)]
+Birthday = Annotated[date, AfterValidator(_birthday)]
+CardToken = Annotated[str, Field(min_length=4, max_length=128, pattern=r"^[A-Za-z0-9_\-:.]+$")]
 
 
 class _Body(BaseModel):
@@ -73,22 +113,44 @@ class _Body(BaseModel):
 class EnrolRequest(_Body):
     external_id: Identifier
     email: Email | None = None
-    phone: Annotated[str, Field(pattern=r"^\+[1-9]\d{6,14}$")] | None = None
-    birthday: date | None = None
-    locale: Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] | None = None
-    time_zone: Annotated[str, AfterValidator(_zone)] | None = None
+    phone: Phone | None = None
+    birthday: Birthday | None = None
+    locale: Locale | None = None
+    time_zone: TimeZone | None = None
     consents: dict[Literal["email", "sms", "push"], bool] = Field(default_factory=dict)
     referred_by: UUID | None = None
+    first_name: PersonName | None = None
+    last_name: PersonName | None = None
 
-    @model_validator(mode="after")
-    def _birthday_in_past(self) -> EnrolRequest:
-        if self.birthday is not None and not date(1900, 1, 1) <= self.birthday <= date.today():
-            raise ValueError("birthday must lie between 1900 and today")
-        return self
+
+class ProfileRequest(_Body):
+    """A JSON merge patch of the profile: a field left out keeps its value, a field set
+    to null loses it."""
+
+    email: Email | None = None
+    phone: Phone | None = None
+    first_name: PersonName | None = None
+    last_name: PersonName | None = None
+    locale: Locale | None = None
+    time_zone: TimeZone | None = None
+    birthday: Birthday | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the patch names, with their new values (None: remove)."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+# What a member can be looked up by (GET /v1/members), each validated as it is on input.
+LOOKUP_KEYS: dict[str, TypeAdapter[str]] = {
+    "external_id": TypeAdapter(Identifier),
+    "card_token": TypeAdapter(CardToken),
+    "email": TypeAdapter(Email),
+    "phone": TypeAdapter(Phone),
+}
 
 
 class CardRequest(_Body):
-    card_token: Annotated[str, Field(min_length=4, max_length=128, pattern=r"^[A-Za-z0-9_\-:.]+$")]
+    card_token: CardToken
 
 
 class OrderLineModel(_Body):

@@ -53,6 +53,11 @@ class AsOfInFutureError(ServiceError):
     code = "as_of_in_future"
 
 
+class KnownAtInFutureError(ServiceError):
+    status = 422
+    code = "known_at_in_future"
+
+
 class InvalidCursorError(ServiceError):
     status = 422
     code = "invalid_cursor"

@@ -32,7 +32,15 @@ from ledger.adapters.repository import EventMeta, IdempotencyRecord, Loaded
 from ledger.domain.account import Balance, Coupon, MemberAccount, Purchase
 from ledger.domain.benefits import BonusCampaign, earn_bonuses
 from ledger.domain.errors import CardAlreadyLinkedError, CardNotLinkedError
-from ledger.domain.events import EarnReversed, Event, MemberEnrolled, PointsEarned, PointsRedeemed
+from ledger.domain.events import (
+    EarnReversed,
+    Event,
+    MemberEnrolled,
+    PointsEarned,
+    PointsExpired,
+    PointsRedeemed,
+)
+from ledger.domain.history import historic_balance
 from ledger.domain.program import ProgramConfig
 from ledger.service_layer.batches import Batches
 from ledger.service_layer.errors import (
@@ -42,6 +50,7 @@ from ledger.service_layer.errors import (
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
     InvalidCursorError,
+    KnownAtInFutureError,
     MemberExistsError,
     NotFoundError,
 )
@@ -442,6 +451,20 @@ class Ledger:
 
         return await self._run(ctx, decide, status=200, member_id=member_id, load_cards=True)
 
+    async def change_profile(
+        self, ctx: RequestContext, member_id: UUID, changes: dict[str, Any]
+    ) -> Outcome:
+        """Change profile fields (None: remove the value); records one
+        MemberProfileChanged with what really changes, nothing if nothing does."""
+
+        def decide(
+            account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
+        ) -> dict[str, Any]:
+            account.change_profile(changes, now=now)
+            return self._member_view(account, sorted(account.cards))
+
+        return await self._run(ctx, decide, status=200, member_id=member_id, load_cards=True)
+
     async def earn(
         self,
         ctx: RequestContext,
@@ -472,7 +495,9 @@ class Ledger:
             member_id=member_id,
             card_token=card_token,
             order_id=purchase.order_id,
-            purchase_at=purchase.occurred_at,
+            # A till's clock a little ahead of ours is now (as the earn takes it): the
+            # tier and campaigns of now, not of a few minutes on.
+            purchase_at=min(purchase.occurred_at, datetime.now(UTC)),
         )
 
     async def earn_bonus(
@@ -618,6 +643,7 @@ class Ledger:
             account: MemberAccount, config: ProgramConfig, loaded: Loaded, now: datetime
         ) -> dict[str, Any]:
             account.advance_to(now, config)
+            start = len(account.new_events)
             event = account.reverse(
                 str(transaction_id),
                 config,
@@ -638,6 +664,10 @@ class Ledger:
                 "points_returned": 0 if earn else taken,
                 "debt_recorded": getattr(event, "debt_recorded", 0),
                 "forgiven": getattr(event, "forgiven", 0),
+                # Points returned to lots past their expiry expire on return (ADR 0018).
+                "points_expired": sum(
+                    e.points for e in account.new_events[start:] if isinstance(e, PointsExpired)
+                ),
                 "balance": _balance_summary(account),
             }
             return body
@@ -704,26 +734,50 @@ class Ledger:
         account, _ = await self._load(program_id, member_id, load_cards=True)
         return self._member_view(account, sorted(account.cards))
 
+    async def find_members(self, program_id: UUID, key: str, value: str) -> dict[str, Any]:
+        """The program's members whose ``key`` (external_id, card_token, email or
+        phone) is ``value``; email compared case-insensitively."""
+        async with self.pool.acquire() as conn:
+            accounts = await repository.find_members(conn, program_id, key, value)
+        return {"members": [self._member_view(a, sorted(a.cards)) for a in accounts]}
+
     async def balance(
-        self, program_id: UUID, member_id: UUID, as_of: datetime | None
+        self,
+        program_id: UUID,
+        member_id: UUID,
+        as_of: datetime | None,
+        known_at: datetime | None = None,
     ) -> dict[str, Any]:
         now = datetime.now(UTC)
         at = self.check_as_of(as_of)
-        if at < now - _FUTURE_TOLERANCE:
-            _, config = await self._load(program_id, member_id)  # 404 for an unknown member
-            async with self.pool.acquire() as conn:
-                records = await repository.member_events(conn, member_id, until=at)
-            # A long history takes seconds to fold: in a thread, the event loop goes on
-            # serving the worker's other requests meanwhile.
-            balance = await asyncio.to_thread(
-                lambda: repository.fold(records).advanced_balance(at, config)
-            )
+        if known_at is not None and known_at > now + _FUTURE_TOLERANCE:
+            raise KnownAtInFutureError("known_at lies in the future", field="known_at")
+        if at < now - _FUTURE_TOLERANCE or known_at is not None:
+            balance = await self._historic_balance(program_id, member_id, at, known_at)
         else:
             account, config = await self._load(
                 program_id, member_id, load_lots=True, lots_until=at + timedelta(days=91)
             )
             balance = account.advanced_balance(at, config)
-        return self._balance_view(str(member_id), at, balance)
+        view = self._balance_view(str(member_id), at, balance)
+        if known_at is not None:
+            view["known_at"] = known_at.isoformat()
+        return view
+
+    async def _historic_balance(
+        self, program_id: UUID, member_id: UUID, at: datetime, known_at: datetime | None
+    ) -> Balance:
+        """The balance as of ``at`` by the events recorded up to ``known_at`` (ADR 0018)."""
+        _, config = await self._load(program_id, member_id)  # 404 for an unknown member
+        async with self.pool.acquire() as conn:
+            records = await repository.member_events(conn, member_id, known_at=known_at)
+        if not records:
+            raise NotFoundError("member_not_found", "the member was not enrolled by known_at")
+        # A long history takes seconds to fold: in a thread, the event loop goes on
+        # serving the worker's other requests meanwhile.
+        return await asyncio.to_thread(
+            lambda: historic_balance(repository.decode_stream(records), at, config)
+        )
 
     async def member_events(
         self, program_id: UUID, member_id: UUID, *, after: int, limit: int

@@ -16,7 +16,8 @@ that a formatted number does not force UCS-2.
 
 Variables: the event's payload fields (see `SAMPLE_VARIABLES` for the full set of each
 type), `program_name`, `time_zone` (the member's IANA zone; dates are formatted in
-it) and, for marketing, `unsubscribe_url`. `locale` is set by `render`. Missing
+it), `first_name` (None when the member gave none: emails then greet as they would
+anyone) and, for marketing, `unsubscribe_url`. `locale` is set by `render`. Missing
 variables fail (`StrictUndefined`); HTML is autoescaped, subject and text are not.
 
 Filters, all formatted for the render locale with Babel: `number` (15000 -> "15 000"
@@ -292,6 +293,7 @@ def _utc(*parts: int) -> datetime:
 _COMMON_SAMPLE: Final[Mapping[str, object]] = {
     "program_name": "Nordlys Club",
     "time_zone": "Europe/Oslo",
+    "first_name": None,  # unknown for many members; the greeting then names no one
 }
 _UNSUBSCRIBE_SAMPLE: Final = "https://nordlys.example/u/7f3c9a2e"
 
@@ -379,7 +381,8 @@ _SAMPLE_CHANGES: Final[Mapping[str, tuple[Mapping[str, object], ...]]] = {
 
 def _samples(event_type: str) -> list[dict[str, object]]:
     base = dict(SAMPLE_VARIABLES[event_type])
-    return [base] + [{**base, **change} for change in _SAMPLE_CHANGES.get(event_type, ())]
+    changes = (*_SAMPLE_CHANGES.get(event_type, ()), {"first_name": "Kari"})
+    return [base] + [{**base, **change} for change in changes]
 
 
 # --- Default copy ------------------------------------------------------------------
@@ -418,6 +421,11 @@ def _when(condition: str, text: str) -> str:
     return f"{{% if {condition} %}}{text}{{% endif %}}"
 
 
+def _greeting(named: str, anonymous: str) -> str:
+    """By first name where the member gave one; otherwise the greeting names no one."""
+    return f"{{% if first_name %}}{named}{{% else %}}{anonymous}{{% endif %}}"
+
+
 def _s(variable: str) -> str:
     """English plural "s" unless `variable` is 1."""
     return f'{{{{ "" if {variable} == 1 else "s" }}}}'
@@ -430,7 +438,7 @@ _QP: Final = "{{ qualifying_points|number }}"
 
 _CHROME: Final[Mapping[str, _Chrome]] = {
     "nb": _Chrome(
-        greeting="Hei!",
+        greeting=_greeting("Hei, {{ first_name }}!", "Hei!"),
         signoff="Vennlig hilsen\n{{ program_name }}",
         member_note="Du får denne e-posten fordi du er medlem i {{ program_name }}.",
         unsubscribe_question="Vil du ikke lenger få slike e-poster?",
@@ -439,7 +447,7 @@ _CHROME: Final[Mapping[str, _Chrome]] = {
         sms_stop="Stopp",
     ),
     "sv": _Chrome(
-        greeting="Hej!",
+        greeting=_greeting("Hej {{ first_name }}!", "Hej!"),
         signoff="Vänliga hälsningar\n{{ program_name }}",
         member_note="Du får det här mejlet eftersom du är medlem i {{ program_name }}.",
         unsubscribe_question="Vill du inte längre få sådana mejl?",
@@ -448,7 +456,7 @@ _CHROME: Final[Mapping[str, _Chrome]] = {
         sms_stop="Stopp",
     ),
     "da": _Chrome(
-        greeting="Hej!",
+        greeting=_greeting("Hej {{ first_name }}!", "Hej!"),
         signoff="Venlig hilsen\n{{ program_name }}",
         member_note="Du modtager denne e-mail, fordi du er medlem af {{ program_name }}.",
         unsubscribe_question="Vil du ikke længere modtage den slags e-mails?",
@@ -457,7 +465,7 @@ _CHROME: Final[Mapping[str, _Chrome]] = {
         sms_stop="Stop",
     ),
     "en": _Chrome(
-        greeting="Hi!",
+        greeting=_greeting("Hi {{ first_name }}!", "Hi!"),
         signoff="Best regards,\n{{ program_name }}",
         member_note="You're receiving this email because you're a member of {{ program_name }}.",
         unsubscribe_question="Don't want emails like this any more?",

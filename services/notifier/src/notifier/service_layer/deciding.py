@@ -160,7 +160,8 @@ def _webhook_body(
     values: dict[str, Any],
 ) -> str:
     """The webhook's JSON body, in the Standard Webhooks shape (type, timestamp, data)."""
-    data = {k: v for k, v in values.items() if k not in ("program_name", "time_zone")}
+    # The program's own system knows the member's name; the event's data is what it lacks.
+    data = {k: v for k, v in values.items() if k not in ("program_name", "time_zone", "first_name")}
     return orjson.dumps(
         {
             "type": event_type,
@@ -209,7 +210,12 @@ async def _message(
     locale = resolve_locale(member["locale"], member["default_locale"])
     overrides = dict(member["overrides"] or {})  # by "locale/channel"
     now = datetime.now(UTC)
-    variables = {**_values(payload), "program_name": member["program_name"], "time_zone": zone}
+    variables = {
+        **_values(payload),
+        "program_name": member["program_name"],
+        "time_zone": zone,
+        "first_name": member["first_name"],
+    }
     for channel in CHANNELS:
         recipient = _recipient(channel, member, event_type, settings)
         if not recipient:
@@ -322,6 +328,26 @@ async def _over_cap(
     return bool(sent >= cap)
 
 
+# What the notifier keeps of a member's profile, in its members table's column names.
+_CONTACT_FIELDS = ("email", "phone", "locale", "time_zone", "first_name", "last_name")
+
+
+async def _profile_changed(conn: asyncpg.Connection, envelope: Envelope) -> None:
+    """The member's new contact data: the next message goes to the new address."""
+    changed = envelope.member_profile_changed
+    values = {f: getattr(changed, f) for f in _CONTACT_FIELDS if changed.HasField(f)}
+    values |= {f: None for f in changed.cleared if f in _CONTACT_FIELDS}
+    if not values:
+        return  # a birthday alone: nothing the notifier keeps
+    # Column names from _CONTACT_FIELDS alone, never from the message.
+    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(values, start=2))
+    await conn.execute(
+        f"UPDATE members SET {sets} WHERE member_id = $1",
+        UUID(envelope.stream_id),
+        *values.values(),
+    )
+
+
 async def _ledger_event(conn: asyncpg.Connection, data: bytes) -> bool:
     """Apply a ledger event; True if it made members or programs known."""
     envelope = Envelope.FromString(data)
@@ -341,17 +367,17 @@ async def _ledger_event(conn: asyncpg.Connection, data: bytes) -> bool:
     elif kind == "member_enrolled":
         enrolled = envelope.member_enrolled
         await conn.execute(
-            """INSERT INTO members (member_id, program_id, email, phone, locale, time_zone,
-                                    consents)
-               VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (member_id) DO NOTHING""",
+            """INSERT INTO members (member_id, program_id, consents, email, phone, locale,
+                                    time_zone, first_name, last_name)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+               ON CONFLICT (member_id) DO NOTHING""",
             UUID(enrolled.member_id),
             UUID(envelope.program_id),
-            enrolled.email if enrolled.HasField("email") else None,
-            enrolled.phone if enrolled.HasField("phone") else None,
-            enrolled.locale if enrolled.HasField("locale") else None,
-            enrolled.time_zone if enrolled.HasField("time_zone") else None,
             dict(enrolled.consents),
+            *(getattr(enrolled, f) if enrolled.HasField(f) else None for f in _CONTACT_FIELDS),
         )
+    elif kind == "member_profile_changed":
+        await _profile_changed(conn, envelope)
     elif kind == "consents_changed":
         await conn.execute(
             "UPDATE members SET consents = consents || $2 WHERE member_id = $1",

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("event_id", "type", "program_id", "stream_id", "stream_version", "position", "occurred_at", "recorded_at", "correlation_id", "causation_id", "actor", "reason", "replay", "program_configured", "member_enrolled", "card_linked", "card_unlinked", "points_earned", "pending_points_activated", "points_redeemed", "points_adjusted", "earn_reversed", "redemption_reversed", "points_expired", "qualification_period_ended", "coupon_issued", "coupon_redeemed", "consents_changed")
+    __slots__ = ("event_id", "type", "program_id", "stream_id", "stream_version", "position", "occurred_at", "recorded_at", "correlation_id", "causation_id", "actor", "reason", "replay", "program_configured", "member_enrolled", "card_linked", "card_unlinked", "points_earned", "pending_points_activated", "points_redeemed", "points_adjusted", "earn_reversed", "redemption_reversed", "points_expired", "qualification_period_ended", "coupon_issued", "coupon_redeemed", "consents_changed", "member_profile_changed")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class Envelope(_message.Message):
     COUPON_ISSUED_FIELD_NUMBER: _ClassVar[int]
     COUPON_REDEEMED_FIELD_NUMBER: _ClassVar[int]
     CONSENTS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_PROFILE_CHANGED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     type: str
     program_id: str
@@ -67,7 +68,8 @@ class Envelope(_message.Message):
     coupon_issued: CouponIssued
     coupon_redeemed: CouponRedeemed
     consents_changed: ConsentsChanged
-    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., program_id: _Optional[str] = ..., stream_id: _Optional[str] = ..., stream_version: _Optional[int] = ..., position: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., replay: _Optional[bool] = ..., program_configured: _Optional[_Union[ProgramConfigured, _Mapping]] = ..., member_enrolled: _Optional[_Union[MemberEnrolled, _Mapping]] = ..., card_linked: _Optional[_Union[CardLinked, _Mapping]] = ..., card_unlinked: _Optional[_Union[CardUnlinked, _Mapping]] = ..., points_earned: _Optional[_Union[PointsEarned, _Mapping]] = ..., pending_points_activated: _Optional[_Union[PendingPointsActivated, _Mapping]] = ..., points_redeemed: _Optional[_Union[PointsRedeemed, _Mapping]] = ..., points_adjusted: _Optional[_Union[PointsAdjusted, _Mapping]] = ..., earn_reversed: _Optional[_Union[EarnReversed, _Mapping]] = ..., redemption_reversed: _Optional[_Union[RedemptionReversed, _Mapping]] = ..., points_expired: _Optional[_Union[PointsExpired, _Mapping]] = ..., qualification_period_ended: _Optional[_Union[QualificationPeriodEnded, _Mapping]] = ..., coupon_issued: _Optional[_Union[CouponIssued, _Mapping]] = ..., coupon_redeemed: _Optional[_Union[CouponRedeemed, _Mapping]] = ..., consents_changed: _Optional[_Union[ConsentsChanged, _Mapping]] = ...) -> None: ...
+    member_profile_changed: MemberProfileChanged
+    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., program_id: _Optional[str] = ..., stream_id: _Optional[str] = ..., stream_version: _Optional[int] = ..., position: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., replay: _Optional[bool] = ..., program_configured: _Optional[_Union[ProgramConfigured, _Mapping]] = ..., member_enrolled: _Optional[_Union[MemberEnrolled, _Mapping]] = ..., card_linked: _Optional[_Union[CardLinked, _Mapping]] = ..., card_unlinked: _Optional[_Union[CardUnlinked, _Mapping]] = ..., points_earned: _Optional[_Union[PointsEarned, _Mapping]] = ..., pending_points_activated: _Optional[_Union[PendingPointsActivated, _Mapping]] = ..., points_redeemed: _Optional[_Union[PointsRedeemed, _Mapping]] = ..., points_adjusted: _Optional[_Union[PointsAdjusted, _Mapping]] = ..., earn_reversed: _Optional[_Union[EarnReversed, _Mapping]] = ..., redemption_reversed: _Optional[_Union[RedemptionReversed, _Mapping]] = ..., points_expired: _Optional[_Union[PointsExpired, _Mapping]] = ..., qualification_period_ended: _Optional[_Union[QualificationPeriodEnded, _Mapping]] = ..., coupon_issued: _Optional[_Union[CouponIssued, _Mapping]] = ..., coupon_redeemed: _Optional[_Union[CouponRedeemed, _Mapping]] = ..., consents_changed: _Optional[_Union[ConsentsChanged, _Mapping]] = ..., member_profile_changed: _Optional[_Union[MemberProfileChanged, _Mapping]] = ...) -> None: ...
 
 class Allocation(_message.Message):
     __slots__ = ("lot_id", "points")
@@ -106,7 +108,7 @@ class ProgramConfigured(_message.Message):
     def __init__(self, config: _Optional[str] = ...) -> None: ...
 
 class MemberEnrolled(_message.Message):
-    __slots__ = ("member_id", "external_id", "enrolled_at", "email", "phone", "birthday", "locale", "time_zone", "consents", "referred_by")
+    __slots__ = ("member_id", "external_id", "enrolled_at", "email", "phone", "birthday", "locale", "time_zone", "consents", "referred_by", "first_name", "last_name")
     class ConsentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +126,8 @@ class MemberEnrolled(_message.Message):
     TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     CONSENTS_FIELD_NUMBER: _ClassVar[int]
     REFERRED_BY_FIELD_NUMBER: _ClassVar[int]
+    FIRST_NAME_FIELD_NUMBER: _ClassVar[int]
+    LAST_NAME_FIELD_NUMBER: _ClassVar[int]
     member_id: str
     external_id: str
     enrolled_at: _timestamp_pb2.Timestamp
@@ -134,7 +138,9 @@ class MemberEnrolled(_message.Message):
     time_zone: str
     consents: _containers.ScalarMap[str, bool]
     referred_by: str
-    def __init__(self, member_id: _Optional[str] = ..., external_id: _Optional[str] = ..., enrolled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., email: _Optional[str] = ..., phone: _Optional[str] = ..., birthday: _Optional[str] = ..., locale: _Optional[str] = ..., time_zone: _Optional[str] = ..., consents: _Optional[_Mapping[str, bool]] = ..., referred_by: _Optional[str] = ...) -> None: ...
+    first_name: str
+    last_name: str
+    def __init__(self, member_id: _Optional[str] = ..., external_id: _Optional[str] = ..., enrolled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., email: _Optional[str] = ..., phone: _Optional[str] = ..., birthday: _Optional[str] = ..., locale: _Optional[str] = ..., time_zone: _Optional[str] = ..., consents: _Optional[_Mapping[str, bool]] = ..., referred_by: _Optional[str] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ...) -> None: ...
 
 class CardLinked(_message.Message):
     __slots__ = ("card_token",)
@@ -348,3 +354,25 @@ class ConsentsChanged(_message.Message):
     changed_at: _timestamp_pb2.Timestamp
     source: str
     def __init__(self, consents: _Optional[_Mapping[str, bool]] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class MemberProfileChanged(_message.Message):
+    __slots__ = ("changed_at", "email", "phone", "first_name", "last_name", "locale", "time_zone", "birthday", "cleared")
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    PHONE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_NAME_FIELD_NUMBER: _ClassVar[int]
+    LAST_NAME_FIELD_NUMBER: _ClassVar[int]
+    LOCALE_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    BIRTHDAY_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    changed_at: _timestamp_pb2.Timestamp
+    email: str
+    phone: str
+    first_name: str
+    last_name: str
+    locale: str
+    time_zone: str
+    birthday: str
+    cleared: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., email: _Optional[str] = ..., phone: _Optional[str] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., locale: _Optional[str] = ..., time_zone: _Optional[str] = ..., birthday: _Optional[str] = ..., cleared: _Optional[_Iterable[str]] = ...) -> None: ...
