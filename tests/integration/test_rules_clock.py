@@ -220,3 +220,28 @@ def test_a_birthday_before_the_member_enrolled_is_not_rewarded_late(
         if "today" in members:
             rewarded = _birthday_rewards(rules_api, members["today"])
             assert rewarded == [f"birthday:{members['today']}:{now.year}"]
+
+
+def test_a_late_birthday_coupon_is_valid_for_its_days_from_when_it_is_given(
+    club: Program, rules: RulesProcess
+) -> None:
+    year = _next_common_year(datetime.now(UTC).year)
+    coupon = {"kind": "percent", "value": "10", "valid_days": 7}
+    with club.client() as api, rules_client(club, rules) as rules_api:
+        triggers = rules_api.put("/v1/triggers", json={"birthday": {"coupon": coupon}})
+        assert triggers.status_code == 200, triggers.text
+        member = enrol(api, birthday="1990-03-10", time_zone="UTC")
+        caught_up(api, rules, [member])
+        assert run_clock(rules_api, datetime(year, 3, 9, 12, tzinfo=UTC))["birthday_rewards"] == 0
+        # Down for three weeks, longer than the coupon's seven days.
+        given = datetime(year, 3, 31, 12, tzinfo=UTC)
+        assert run_clock(rules_api, given)["birthday_rewards"] == 1
+
+        def coupons() -> list[dict[str, Any]]:
+            found = api.get(f"/v1/members/{member}/coupons").json()["coupons"]
+            return list(found)
+
+        eventually(lambda: len(coupons()) == 1, what="the birthday coupon at the ledger")
+        [issued] = coupons()
+        assert datetime.fromisoformat(issued["valid_from"]) == given
+        assert datetime.fromisoformat(issued["valid_until"]) == given + timedelta(days=7)

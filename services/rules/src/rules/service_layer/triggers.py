@@ -48,8 +48,10 @@ async def reward(
     trigger: str,
     detail: str,
     cause: Cause,
+    valid_from: datetime | None = None,
 ) -> bool:
-    """Queue a reward of a trigger: `{"points": N}` or `{"coupon": {...}}`."""
+    """Queue a reward of a trigger: `{"points": N}` or `{"coupon": {...}}`. A coupon is
+    valid from `valid_from` (default: the cause's time) for its `valid_days`."""
     if "coupon" in spec:
         return await commands.enqueue(
             conn,
@@ -57,7 +59,7 @@ async def reward(
             program_id=program_id,
             member_id=member_id,
             kind="issue_coupon",
-            body=coupon_body(spec["coupon"], cause.occurred_at),
+            body=coupon_body(spec["coupon"], valid_from or cause.occurred_at),
             cause=cause,
             announce={"event": "RewardGranted", "trigger": trigger, "detail": detail},
         )
@@ -160,6 +162,9 @@ SELECT member_id, program_id, spec, extract(year FROM day)::int AS year,
 """
 
 
+_DAY = timedelta(days=1)
+
+
 async def birthdays(
     conn: asyncpg.Connection, as_of: datetime, cause: Cause, program_id: UUID | None = None
 ) -> int:
@@ -178,6 +183,10 @@ async def birthdays(
             trigger="birthday",
             detail=f"happy birthday {row['year']}",
             cause=replace(cause, occurred_at=row["day_start"]),
+            # A reward given late (the clock passed the birthday while down) keeps its
+            # whole validity from when it is given, so a long outage cannot hand out
+            # a coupon that has already expired.
+            valid_from=row["day_start"] if as_of < row["day_start"] + _DAY else as_of,
         )
     return queued
 
